@@ -1,0 +1,91 @@
+"""Every setting comes from the environment, with an embedded default that needs no server.
+
+The defaults run the whole service on one machine: SQLite for data, a SQLite file as the Celery
+broker, a local SMTP sink for mail. Production sets DATABASE_URL, CELERY_BROKER_URL / REDIS_URL,
+SMTP_URL, SECRET_KEY and BASE_URL.
+"""
+
+import os
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent
+
+# The SECRET_KEY used when none is set. create_app refuses to start with it outside debug/testing.
+DEFAULT_SECRET_KEY = "dev-only-insecure-secret-key"
+
+
+def _env(name, default=None):
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _env_bool(name, default=False):
+    value = _env(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _sqlite_url(path: Path) -> str:
+    # Always absolute: Kombu and Alembic resolve relative SQLite paths differently from Flask.
+    return f"sqlite:///{path.resolve()}"
+
+
+def database_url(raw: str) -> str:
+    # Heroku-style URLs say postgres://; SQLAlchemy wants a dialect it knows, and we use psycopg 3.
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw[len("postgres://"):]
+    if raw.startswith("postgresql://"):
+        raw = "postgresql+psycopg://" + raw[len("postgresql://"):]
+    return raw
+
+
+class Config:
+    def __init__(self):
+        self.INSTANCE_DIR = Path(_env("INSTANCE_DIR", PROJECT_DIR / "instance")).resolve()
+
+        self.SECRET_KEY = _env("SECRET_KEY", DEFAULT_SECRET_KEY)
+        self.BASE_URL = _env("BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+
+        self.SQLALCHEMY_DATABASE_URI = database_url(
+            _env("DATABASE_URL", _sqlite_url(self.INSTANCE_DIR / "newsletter.sqlite"))
+        )
+
+        self.REDIS_URL = _env("REDIS_URL")
+        broker_default = self.REDIS_URL or "sqla+" + _sqlite_url(self.INSTANCE_DIR / "broker.sqlite")
+        self.CELERY_BROKER_URL = _env("CELERY_BROKER_URL", broker_default)
+
+        self.SMTP_URL = _env("SMTP_URL", "smtp://127.0.0.1:8025")
+        self.SMTP_TIMEOUT = float(_env("SMTP_TIMEOUT", "30"))
+        self.MAIL_FROM = _env("MAIL_FROM", "Newsletter <newsletter@localhost>")
+        # Where mail clients send the List-Unsubscribe mailto: (default: unsubscribe@ the From domain).
+        self.LIST_UNSUBSCRIBE_MAILTO = _env("LIST_UNSUBSCRIBE_MAILTO")
+        self.SITE_NAME = _env("SITE_NAME", "Our latest news")
+
+        self.SIGNUP_MIN_SECONDS = float(_env("SIGNUP_MIN_SECONDS", "2"))
+        self.SIGNUP_FORM_MAX_AGE = int(_env("SIGNUP_FORM_MAX_AGE", str(24 * 3600)))
+        self.SIGNUP_RATE_LIMIT = _env("SIGNUP_RATE_LIMIT", "10 per minute;100 per hour")
+        self.CONFIRM_RESEND_SECONDS = int(_env("CONFIRM_RESEND_SECONDS", "300"))
+        self.CONFIRM_TOKEN_MAX_AGE = int(_env("CONFIRM_TOKEN_MAX_AGE", str(7 * 24 * 3600)))
+        # Origins allowed to call POST /api/v1/subscribe from a browser (the embed script).
+        self.EMBED_ALLOWED_ORIGINS = _env("EMBED_ALLOWED_ORIGINS", "*")
+        # How many proxies in front of the app set X-Forwarded-For (0: trust none).
+        self.PROXY_FIX_X_FOR = int(_env("PROXY_FIX_X_FOR", "0"))
+
+        # Transactional mail (confirmations): retries of temporary failures.
+        self.OUTBOX_SWEEP_SECONDS = float(_env("OUTBOX_SWEEP_SECONDS", "30"))
+        self.OUTBOX_LEASE_SECONDS = int(_env("OUTBOX_LEASE_SECONDS", "120"))
+        self.OUTBOX_EXPIRY_SECONDS = int(_env("OUTBOX_EXPIRY_SECONDS", str(3 * 24 * 3600)))
+
+        self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
+        self.RATELIMIT_HEADERS_ENABLED = True
+
+        # The development mail viewer at /dev/mail reads what the local SMTP sink stored here.
+        self.DEV_MAIL_DIR = Path(_env("DEV_MAIL_DIR", self.INSTANCE_DIR / "mail")).resolve()
+        self.DEV_MAIL_VIEWER = _env_bool("DEV_MAIL_VIEWER", False)
+
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.WTF_CSRF_TIME_LIMIT = None  # the session holds the token; the form token carries its own age
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = self.BASE_URL.startswith("https://")

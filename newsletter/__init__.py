@@ -1,0 +1,92 @@
+"""The newsletter service: a Flask app factory."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import DEFAULT_SECRET_KEY, PROJECT_DIR, Config
+
+from .extensions import csrf, db, limiter, migrate
+
+
+class InsecureConfiguration(RuntimeError):
+    pass
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    app = Flask(__name__, template_folder=str(PROJECT_DIR / "templates"))
+    app.config.from_object(Config())
+    overrides = dict(overrides or {})
+    clock = overrides.pop("CLOCK", None)
+    app.config.update(overrides)
+    if clock is not None:
+        app.extensions["clock"] = clock
+    _refuse_default_secret(app)
+    app.config["INSTANCE_DIR"].mkdir(parents=True, exist_ok=True)
+    app.instance_path = str(app.config["INSTANCE_DIR"])
+
+    if app.config["PROXY_FIX_X_FOR"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"], x_proto=1, x_host=1)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+    from .queue import celery_init_app
+
+    celery_init_app(app)
+    _register_blueprints(app)
+    _register_cli(app)
+    from .views.errors import register_error_handlers
+    from .views.security import register_security_headers
+
+    register_error_handlers(app)
+    register_security_headers(app)
+    logging.basicConfig(level=logging.INFO)
+    return app
+
+
+def _refuse_default_secret(app: Flask) -> None:
+    if app.config["SECRET_KEY"] == DEFAULT_SECRET_KEY and not (app.debug or app.testing):
+        raise InsecureConfiguration(
+            "SECRET_KEY is not set. Outside debug and testing the service refuses to start with the "
+            "built-in development key, since anyone could forge confirmation and unsubscribe links with it. "
+            "Set SECRET_KEY to a long random value, e.g. "
+            "SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))')."
+        )
+
+
+def _register_blueprints(app: Flask) -> None:
+    from .views import api, public
+
+    app.register_blueprint(public.bp)
+    app.register_blueprint(api.bp)
+    if app.debug or app.config["DEV_MAIL_VIEWER"]:
+        from .views import devmail
+
+        app.register_blueprint(devmail.bp)
+
+
+def _register_cli(app: Flask) -> None:
+    from .cli import register
+
+    register(app)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    # Web, worker and beat write the same SQLite file at once: WAL lets readers and one writer
+    # overlap, and the busy timeout waits for the lock instead of failing.
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

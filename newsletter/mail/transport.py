@@ -1,0 +1,124 @@
+"""Talking to an SMTP relay, and telling temporary failures (4xx, dropped line) from permanent ones."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from urllib.parse import unquote, urlsplit
+
+from ..errors import PermanentMailError, TransientMailError
+
+SCHEMES = {"smtp": (25, False, False), "smtps": (465, True, False), "smtp+starttls": (587, False, True)}
+
+
+@dataclass(frozen=True)
+class Relay:
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: bool
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_smtp_url(url: str) -> Relay:
+    """`smtp://host:port`, `smtps://` (TLS from the start) or `smtp+starttls://`, with user:password@."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"SMTP_URL must start with one of {', '.join(s + '://' for s in SCHEMES)}: {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"SMTP_URL has no host: {url!r}")
+    default_port, implicit_tls, starttls = SCHEMES[parts.scheme]
+    return Relay(
+        host=parts.hostname,
+        port=parts.port or default_port,
+        implicit_tls=implicit_tls,
+        starttls=starttls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def _classify(exc: Exception) -> Exception:
+    code = getattr(exc, "smtp_code", None)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code = next(iter(exc.recipients.values()))[0]
+    if code is not None and 500 <= code < 600:
+        return PermanentMailError(f"relay refused: {code} {_reply_text(exc)}", code=code)
+    # 4xx, a dropped line, a timeout, a refused connection: all worth another try later.
+    return TransientMailError(f"{type(exc).__name__}: {code or ''} {_reply_text(exc)}".strip())
+
+
+def _reply_text(exc: Exception) -> str:
+    text = getattr(exc, "smtp_error", None)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        text = next(iter(exc.recipients.values()))[1]
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return str(text if text is not None else exc)[:300]
+
+
+class SmtpConnection:
+    """One open connection to the relay, reused for many messages."""
+
+    def __init__(self, relay: Relay, timeout: float = 30.0, local_hostname: str | None = None):
+        self.relay = relay
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._smtp: smtplib.SMTP | None = None
+
+    def open(self) -> None:
+        relay = self.relay
+        try:
+            if relay.implicit_tls:
+                smtp = smtplib.SMTP_SSL(relay.host, relay.port, timeout=self.timeout,
+                                        local_hostname=self.local_hostname,
+                                        context=ssl.create_default_context())
+            else:
+                smtp = smtplib.SMTP(relay.host, relay.port, timeout=self.timeout,
+                                    local_hostname=self.local_hostname)
+            if relay.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if relay.username:
+                smtp.login(relay.username, relay.password or "")
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _classify(exc) from exc
+        self._smtp = smtp
+
+    def send(self, message: EmailMessage | bytes, sender: str, recipient: str) -> None:
+        if self._smtp is None:
+            self.open()
+        raw = message if isinstance(message, bytes) else message.as_bytes()
+        try:
+            self._smtp.sendmail(sender, [recipient], raw)
+        except (smtplib.SMTPException, OSError) as exc:
+            error = _classify(exc)
+            if isinstance(error, TransientMailError) or isinstance(exc, smtplib.SMTPServerDisconnected):
+                self.close()  # the session state is unknown now; start clean next time
+            else:
+                self._reset()
+            raise error from exc
+
+    def _reset(self) -> None:
+        try:
+            self._smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError, socket.error):
+            smtp.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,153 @@
+"""The data. The schema changes only through migrations/ (a test checks the two never drift)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    event,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, on SQLite (which forgets the zone) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use aware UTC datetimes")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _enum(cls):
+    # Stored as plain strings with a CHECK, the same on both databases.
+    return Enum(cls, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e],
+                create_constraint=True, name=cls.__name__.lower())
+
+
+class SubscriberStatus(str, enum.Enum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class ConsentKind(str, enum.Enum):
+    REQUESTED = "requested"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    IMPORTED = "imported"
+
+
+class OutboundStatus(str, enum.Enum):
+    PENDING = "pending"
+    DEFERRED = "deferred"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class TermsVersion(db.Model):
+    """Every version of the consent text, kept forever: a consent points at the text it agreed to."""
+
+    __tablename__ = "terms_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, unique=True)
+    text: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Subscriber(db.Model):
+    __tablename__ = "subscriber"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Normalised (see newsletter.validation.normalize_email): the unique key is case-insensitive.
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[SubscriberStatus] = mapped_column(_enum(SubscriberStatus), index=True)
+    # Binds confirmation links to one opt-in round: a new round (after unsubscribing) gets a new one,
+    # so an old confirmation link can never resubscribe anybody.
+    optin_nonce: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    events: Mapped[list[ConsentEvent]] = relationship(
+        back_populates="subscriber", order_by="ConsentEvent.id"
+    )
+
+
+class ConsentEvent(db.Model):
+    """The consent ledger: append-only (updates are refused below), the proof GDPR Art. 7(1) asks for."""
+
+    __tablename__ = "consent_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id"), index=True)
+    kind: Mapped[ConsentKind] = mapped_column(_enum(ConsentKind))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    source: Mapped[str | None] = mapped_column(String(512))
+    terms_version_id: Mapped[int | None] = mapped_column(ForeignKey("terms_version.id"))
+    terms_sha256: Mapped[str | None] = mapped_column(String(64))
+    checkbox_value: Mapped[str | None] = mapped_column(String(100))
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="events")
+    terms: Mapped[TermsVersion | None] = relationship()
+
+
+@event.listens_for(ConsentEvent, "before_update")
+def _ledger_is_append_only(mapper, connection, target):
+    raise RuntimeError("consent events are append-only; record a new event instead")
+
+
+class OutboundEmail(db.Model):
+    """A transactional email (confirmation), written in the transaction that decided to send it.
+
+    The queue only wakes a worker; this row is the truth. A worker leases the row, sends, and marks
+    it sent after the relay's 250; a sweeper re-enqueues rows whose message was lost.
+    """
+
+    __tablename__ = "outbound_email"
+    __table_args__ = (Index("ix_outbound_email_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id"), index=True)
+    recipient: Mapped[str] = mapped_column(String(254))
+    message: Mapped[str] = mapped_column(Text)  # the whole RFC 5322 message, as it will be sent
+    status: Mapped[OutboundStatus] = mapped_column(_enum(OutboundStatus))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))

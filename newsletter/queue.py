@@ -1,0 +1,90 @@
+"""The Celery app, configured from the Flask app, and the one way services wake workers.
+
+The queue is a wake-up call, not the truth: every task names rows that are already committed,
+and a periodic sweeper re-enqueues whatever a lost message left behind. So `enqueue` never raises:
+a broker that is down delays work, it never loses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from celery import Celery, Task
+from flask import Flask, current_app
+
+log = logging.getLogger(__name__)
+
+TRANSACTIONAL_QUEUE = "transactional"  # confirmations never wait behind bulk mail
+BULK_QUEUE = "bulk"
+QUEUES = (TRANSACTIONAL_QUEUE, BULK_QUEUE)
+
+SEND_OUTBOUND = "workers.tasks.send_outbound_email"
+SWEEP_OUTBOX = "workers.tasks.sweep_outbox"
+
+
+def celery_init_app(app: Flask) -> Celery:
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    broker_url = app.config["CELERY_BROKER_URL"]
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.conf.update(
+        broker_url=broker_url,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        # Publishing from a web request must not hang when the broker is down: fail fast, the
+        # sweeper publishes again later.
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                                   "interval_max": 0.2},
+        broker_transport_options=_transport_options(broker_url),
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=BULK_QUEUE,
+        task_routes={SEND_OUTBOUND: {"queue": TRANSACTIONAL_QUEUE},
+                     SWEEP_OUTBOX: {"queue": TRANSACTIONAL_QUEUE}},
+        task_time_limit=600,
+        beat_schedule={
+            "sweep-outbox": {"task": SWEEP_OUTBOX, "schedule": app.config["OUTBOX_SWEEP_SECONDS"]},
+        },
+        beat_schedule_filename=str(app.config["INSTANCE_DIR"] / "celerybeat-schedule"),
+        worker_hijack_root_logger=False,
+    )
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
+
+
+def _transport_options(broker_url: str) -> dict:
+    if broker_url.startswith("sqla+sqlite:"):
+        _sqlite_wal(broker_url.removeprefix("sqla+sqlite:///"))
+        # Web, worker and beat all write the broker file; wait for the lock rather than fail.
+        return {"connect_args": {"timeout": 30}}
+    if broker_url.startswith(("redis://", "rediss://")):
+        # Longer than task_time_limit, so a task still running is never handed to a second worker.
+        return {"visibility_timeout": 3600, "socket_connect_timeout": 3, "socket_timeout": 10}
+    return {}
+
+
+def _sqlite_wal(path: str) -> None:
+    if path in ("", ":memory:"):
+        return
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=30) as conn:  # WAL is a property of the file: set it once
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def enqueue(task_name: str, *args) -> bool:
+    """Wake a worker for committed rows. False (and a log line) when the broker is out of reach."""
+    try:
+        current_app.extensions["celery"].send_task(task_name, args=args)
+        return True
+    except Exception as exc:  # any broker failure: the sweeper will find the rows
+        log.warning("could not enqueue %s%r, the sweeper will retry: %s", task_name, args, exc)
+        return False

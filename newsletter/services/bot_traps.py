@@ -1,0 +1,36 @@
+"""Cheap defences against signup bots: a honeypot field and a time trap.
+
+The time trap is a signed token holding when the form was served. A form sent back faster than a
+person could fill it in, or one whose token is missing or forged, is refused. The token is not tied
+to a session, so the form works inside an iframe on another site, where cookies are not sent.
+"""
+
+from datetime import datetime
+
+from flask import current_app
+
+from .. import tokens
+from ..errors import InvalidInput, InvalidToken
+
+HONEYPOT_FIELD = "website"
+
+
+def form_token(now: datetime) -> str:
+    return tokens.make(tokens.SIGNUP_FORM, "signup", now)
+
+
+def check_form_token(token, now: datetime) -> None:
+    if not isinstance(token, str) or not token:
+        raise InvalidInput("form", "This form is missing its security token. Please reload the page and try again.")
+    try:
+        _, age = tokens.read(tokens.SIGNUP_FORM, token, now,
+                             max_age=current_app.config["SIGNUP_FORM_MAX_AGE"], with_age=True)
+    except InvalidToken:
+        raise InvalidInput("form", "This form has expired or was altered. Please reload the page and try again.") from None
+    if age < current_app.config["SIGNUP_MIN_SECONDS"]:
+        raise InvalidInput("form", "That was very fast. Please wait a few seconds, then send the form again.")
+
+
+def check_honeypot(value) -> None:
+    if value:
+        raise InvalidInput("form", "Please leave the field marked “leave empty” empty; it is there to catch robots.")

@@ -1,0 +1,117 @@
+"""A real SMTP server on loopback for tests (aiosmtpd), that can be told how to answer.
+
+Like GNU Mailman's test server: per recipient it can answer 4xx or 5xx to RCPT or DATA, or drop the
+line after the message was sent but before the 250, the one duplicate window SMTP has.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from email import policy
+from email.parser import BytesParser
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+    @property
+    def message(self):
+        return BytesParser(policy=policy.default).parsebytes(self.data)
+
+
+@dataclass
+class Plan:
+    """How to answer, per recipient: a list of replies used one per attempt, then 250."""
+
+    rcpt: dict[str, list[str]] = field(default_factory=dict)
+    data: dict[str, list[str]] = field(default_factory=dict)
+    drop_after_data: dict[str, int] = field(default_factory=dict)  # recipient -> times to drop
+
+
+class ScriptedHandler:
+    def __init__(self):
+        self.received: list[Received] = []
+        self.plan = Plan()
+        self.lock = threading.Lock()
+        self.attempts: dict[str, int] = {}
+
+    def _next(self, table: dict[str, list[str]], address: str) -> str | None:
+        with self.lock:
+            replies = table.get(address.lower())
+            return replies.pop(0) if replies else None
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self._next(self.plan.rcpt, address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        for address in envelope.rcpt_tos:
+            with self.lock:
+                self.attempts[address.lower()] = self.attempts.get(address.lower(), 0) + 1
+            reply = self._next(self.plan.data, address)
+            if reply:
+                return reply
+        with self.lock:
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            for address in envelope.rcpt_tos:
+                if self.plan.drop_after_data.get(address.lower(), 0) > 0:
+                    self.plan.drop_after_data[address.lower()] -= 1
+                    session.transport.close()  # received, but the client never hears the 250
+                    return "250 dropped"
+        return "250 Message accepted"
+
+
+class SMTPTestServer:
+    def __init__(self, host="127.0.0.1", port=0):
+        self.handler = ScriptedHandler()
+        self.controller = Controller(self.handler, hostname=host, port=port or _free_port(host))
+
+    def start(self):
+        self.controller.start()
+        return self
+
+    def stop(self):
+        self.controller.stop()
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.controller.hostname}:{self.controller.port}"
+
+    @property
+    def received(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.received)
+
+    @property
+    def plan(self) -> Plan:
+        return self.handler.plan
+
+    def to(self, address: str) -> list[Received]:
+        return [r for r in self.received if address.lower() in (a.lower() for a in r.recipients)]
+
+    def wait_for(self, address: str, count: int = 1, timeout: float = 30.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.to(address)
+            if len(got) >= count:
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"{address} received {len(self.to(address))} of {count} messages in {timeout}s")
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
