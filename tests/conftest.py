@@ -184,13 +184,13 @@ class Visitor:
         assert response.status_code == 200
         return form_fields(response.get_data(as_text=True))
 
-    def sign_up(self, email, consent="yes", path="/subscribe", wait=5, **extra):
+    def sign_up(self, email, consent="yes", path="/subscribe", wait=5, environ_base=None, **extra):
         fields = self.load(path)
         self.clock.advance(seconds=wait)
         data = {**fields, "email": email, **extra}
         if consent is not None:
             data["consent"] = consent
-        return self.client.post(path, data=data)
+        return self.client.post(path, data=data, environ_base=environ_base or {})
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ class ScriptedHandler:
             for address in envelope.rcpt_tos:
                 if self.plan.drop_after_data.get(address.lower(), 0) > 0:
                     self.plan.drop_after_data[address.lower()] -= 1
-                    session.transport.close()  # received, but the client never hears the 250
+                    server.transport.close()  # received, but the client never hears the 250
                     return "250 dropped"
         return "250 Message accepted"
 

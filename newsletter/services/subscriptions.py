@@ -142,16 +142,18 @@ def unsubscribe_token_for(subscriber: Subscriber, now: datetime) -> str:
 
 
 def subscriber_for_confirm_token(token: str, now: datetime) -> Subscriber:
-    """The pending subscriber a confirmation link is for. Raises InvalidToken, ExpiredToken, UsedToken."""
+    """The pending subscriber a confirmation link is for.
+
+    Raises UsedToken for a round already confirmed (harmless), InvalidToken otherwise.
+    """
     payload = tokens.read(tokens.CONFIRM, token, now, max_age=current_app.config["CONFIRM_TOKEN_MAX_AGE"])
     subscriber = _subscriber_from(payload)
-    if subscriber.optin_nonce != payload.get("n"):
-        raise UsedToken("This confirmation link is no longer valid. Sign up again to get a new one.")
-    if subscriber.status is SubscriberStatus.CONFIRMED:
-        raise UsedToken("This link was already used: your subscription is confirmed.")
-    if subscriber.status is not SubscriberStatus.PENDING:
-        raise UsedToken("This confirmation link is no longer valid. Sign up again to get a new one.")
-    return subscriber
+    if subscriber.optin_nonce == payload.get("n"):
+        if subscriber.status is SubscriberStatus.PENDING:
+            return subscriber
+        if subscriber.status is SubscriberStatus.CONFIRMED:
+            raise UsedToken("This link was already used: your subscription is confirmed.")
+    raise InvalidToken("This confirmation link is no longer valid. Sign up again to get a new one.")
 
 
 def confirm(token: str, context: Context, now: datetime) -> Subscriber:

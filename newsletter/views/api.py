@@ -4,11 +4,11 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..clock import now
 from ..errors import InvalidInput
-from ..extensions import csrf, limiter
+from ..extensions import csrf
 from ..services import bot_traps, subscriptions
 from ..services.terms import current_terms, terms_by_id
 from .context import request_context
-from .public import signup_rate_limit
+from .public import signup_limit
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 # A JSON API: browsers cannot send application/json cross-site without CORS consent, and there is
@@ -36,7 +36,7 @@ def subscribe_preflight():
 
 
 @bp.post("/subscribe")
-@limiter.limit(signup_rate_limit)
+@signup_limit
 def subscribe():
     data = request.get_json(silent=True)
     if not isinstance(data, dict):

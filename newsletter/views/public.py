@@ -18,8 +18,12 @@ FORMS = {
 }
 
 
-def signup_rate_limit() -> str:
+def _signup_rate_limit() -> str:
     return current_app.config["SIGNUP_RATE_LIMIT"]
+
+
+# One budget per IP address across every way to sign up (page, embed, API).
+signup_limit = limiter.shared_limit(_signup_rate_limit, scope="signup", methods=["POST"])
 
 
 @bp.get("/")
@@ -37,7 +41,7 @@ def terms():
 
 
 @bp.route("/subscribe", methods=["GET", "POST"])
-@limiter.limit(signup_rate_limit, methods=["POST"])
+@signup_limit
 def subscribe():
     return _signup_form("subscribe")
 
@@ -45,7 +49,7 @@ def subscribe():
 # The embed is framed by other sites, where the browser does not send our session cookie, so the
 # session-bound CSRF token cannot work there; the signed form token (bot_traps) guards it instead.
 @bp.route("/embed", methods=["GET", "POST"])
-@limiter.limit(signup_rate_limit, methods=["POST"])
+@signup_limit
 @csrf.exempt
 def embed():
     return _signup_form("embed")

@@ -1,2 +1,0 @@
-def test_form_serves(client):
-    assert client.get("/subscribe").status_code == 200
