@@ -6,6 +6,7 @@ import enum
 from datetime import datetime, timezone
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Enum,
     ForeignKey,
@@ -69,6 +70,19 @@ class OutboundStatus(str, enum.Enum):
     DEFERRED = "deferred"
     SENT = "sent"
     FAILED = "failed"
+
+
+class DigestStatus(str, enum.Enum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+# A digest in one of these states has gone (or is going) out: its articles are no longer "new".
+DIGEST_SENT_STATES = (DigestStatus.SENDING, DigestStatus.PAUSED, DigestStatus.DONE)
 
 
 class TermsVersion(db.Model):
@@ -151,3 +165,77 @@ class OutboundEmail(db.Model):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class Article(db.Model):
+    """One article of the site. `key` is its feed guid, or its canonical URL when it has none."""
+
+    __tablename__ = "article"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(2048), unique=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    title: Mapped[str] = mapped_column(String(500))  # plain text
+    summary_html: Mapped[str] = mapped_column(Text, default="")  # sanitised HTML
+    author: Mapped[str | None] = mapped_column(String(200))
+    image_url: Mapped[str | None] = mapped_column(String(2048))
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    source: Mapped[str | None] = mapped_column(String(2048))  # the feed URL, "api" or the file name
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FeedState(db.Model):
+    """What the last fetch of a feed learned: validators for the next conditional GET."""
+
+    __tablename__ = "feed_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), unique=True)
+    etag: Mapped[str | None] = mapped_column(String(500))
+    last_modified: Mapped[str | None] = mapped_column(String(100))
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class Digest(db.Model):
+    __tablename__ = "digest"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    intro: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[DigestStatus] = mapped_column(_enum(DigestStatus), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    items: Mapped[list[DigestArticle]] = relationship(
+        back_populates="digest", order_by="DigestArticle.position", cascade="all, delete-orphan"
+    )
+
+    @property
+    def articles(self) -> list[Article]:
+        return [item.article for item in self.items]
+
+
+class DigestArticle(db.Model):
+    """The ordered articles a digest carries."""
+
+    __tablename__ = "digest_article"
+
+    digest_id: Mapped[int] = mapped_column(ForeignKey("digest.id"), primary_key=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("article.id"), primary_key=True, index=True)
+    position: Mapped[int] = mapped_column(Integer)
+
+    digest: Mapped[Digest] = relationship(back_populates="items")
+    article: Mapped[Article] = relationship()
+
+
+class ScheduleState(db.Model):
+    """The last schedule slot beat handled, so missed slots collapse into one digest, never a burst."""
+
+    __tablename__ = "schedule_state"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    last_slot: Mapped[datetime] = mapped_column(UTCDateTime)

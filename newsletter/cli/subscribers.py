@@ -1,15 +1,14 @@
-"""Operator commands: `flask --app wsgi <group> <command>`."""
+"""`flask --app wsgi terms ...` and `flask --app wsgi subscribers ...`."""
 
 import json
 
 import click
-from flask import Flask
 from flask.cli import AppGroup
 
-from .clock import now
-from .errors import InvalidInput
-from .services import subscriptions
-from .services.terms import publish_terms
+from ..clock import now
+from ..errors import InvalidInput
+from ..services import subscriptions
+from ..services.terms import publish_terms
 
 terms_cli = AppGroup("terms", help="Versioned consent text.")
 subscribers_cli = AppGroup("subscribers", help="Subscribers and their consent.")
@@ -35,11 +34,3 @@ def subscribers_consent(email):
     except InvalidInput as error:
         raise click.ClickException(error.message) from None
     click.echo(json.dumps(record, indent=2, ensure_ascii=False))
-
-
-def register(app: Flask) -> None:
-    from .devserver import dev_command
-
-    app.cli.add_command(terms_cli)
-    app.cli.add_command(subscribers_cli)
-    app.cli.add_command(dev_command)

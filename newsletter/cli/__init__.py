@@ -1,0 +1,13 @@
+"""Operator commands: `flask --app wsgi <group> <command>`, one module per group."""
+
+from flask import Flask
+
+
+def register(app: Flask) -> None:
+    from ..devserver import dev_command
+    from .articles import articles_cli
+    from .digests import digest_cli
+    from .subscribers import subscribers_cli, terms_cli
+
+    for command in (terms_cli, subscribers_cli, articles_cli, digest_cli, dev_command):
+        app.cli.add_command(command)
