@@ -77,6 +77,21 @@ class Config:
         self.OUTBOX_LEASE_SECONDS = int(_env("OUTBOX_LEASE_SECONDS", "120"))
         self.OUTBOX_EXPIRY_SECONDS = int(_env("OUTBOX_EXPIRY_SECONDS", str(3 * 24 * 3600)))
 
+        # Articles in: feeds fetched by beat every FEED_FETCH_SECONDS, and the token of the articles API.
+        self.FEED_URLS = [u.strip() for u in _env("FEED_URLS", "").split(",") if u.strip()]
+        self.FEED_FETCH_SECONDS = float(_env("FEED_FETCH_SECONDS", "900"))
+        self.FEED_TIMEOUT = float(_env("FEED_TIMEOUT", "20"))
+        self.API_TOKEN = _env("API_TOKEN")
+
+        # Digests out.
+        self.MAIL_POSTAL_ADDRESS = _env("MAIL_POSTAL_ADDRESS", "Postal address not configured (set MAIL_POSTAL_ADDRESS)")
+        self.LIST_ID = _env("LIST_ID")  # default: "<SITE_NAME> <newsletter.<From domain>>"
+        self.DIGEST_SCHEDULE = _env("DIGEST_SCHEDULE")  # cron syntax, e.g. "0 7 * * *"
+        self.DIGEST_TIMEZONE = _env("DIGEST_TIMEZONE", "UTC")
+        self.DKIM_SELECTOR = _env("DKIM_SELECTOR")
+        self.DKIM_DOMAIN = _env("DKIM_DOMAIN")
+        self.DKIM_PRIVATE_KEY_PATH = _env("DKIM_PRIVATE_KEY_PATH")
+
         self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
         self.RATELIMIT_HEADERS_ENABLED = True
 

@@ -64,10 +64,11 @@ def _refuse_default_secret(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from .views import api, public
+    from .views import api, articles_api, public
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(articles_api.bp)
     if app.debug or app.config["DEV_MAIL_VIEWER"]:
         from .views import devmail
 

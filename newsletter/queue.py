@@ -21,6 +21,8 @@ QUEUES = (TRANSACTIONAL_QUEUE, BULK_QUEUE)
 
 SEND_OUTBOUND = "workers.tasks.send_outbound_email"
 SWEEP_OUTBOX = "workers.tasks.sweep_outbox"
+FETCH_FEEDS = "workers.tasks.fetch_feeds"
+DIGEST_TICK = "workers.tasks.digest_schedule_tick"
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -48,15 +50,23 @@ def celery_init_app(app: Flask) -> Celery:
         task_routes={SEND_OUTBOUND: {"queue": TRANSACTIONAL_QUEUE},
                      SWEEP_OUTBOX: {"queue": TRANSACTIONAL_QUEUE}},
         task_time_limit=600,
-        beat_schedule={
-            "sweep-outbox": {"task": SWEEP_OUTBOX, "schedule": app.config["OUTBOX_SWEEP_SECONDS"]},
-        },
+        beat_schedule=_beat_schedule(app.config),
         beat_schedule_filename=str(app.config["INSTANCE_DIR"] / "celerybeat-schedule"),
         worker_hijack_root_logger=False,
     )
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+def _beat_schedule(config) -> dict:
+    schedule = {"sweep-outbox": {"task": SWEEP_OUTBOX, "schedule": config["OUTBOX_SWEEP_SECONDS"]}}
+    if config["FEED_URLS"]:
+        schedule["fetch-feeds"] = {"task": FETCH_FEEDS, "schedule": config["FEED_FETCH_SECONDS"]}
+    if config["DIGEST_SCHEDULE"]:
+        # Beat only ticks; the service decides whether a slot of the schedule is due (and catches up once).
+        schedule["digest-schedule"] = {"task": DIGEST_TICK, "schedule": 60.0}
+    return schedule
 
 
 def _transport_options(broker_url: str) -> dict:
