@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     Boolean,
     DateTime,
+    UniqueConstraint,
     Enum,
     ForeignKey,
     Index,
@@ -70,6 +71,14 @@ class OutboundStatus(str, enum.Enum):
     DEFERRED = "deferred"
     SENT = "sent"
     FAILED = "failed"
+
+
+class DeliveryStatus(str, enum.Enum):
+    PENDING = "pending"
+    DEFERRED = "deferred"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 class DigestStatus(str, enum.Enum):
@@ -239,3 +248,39 @@ class ScheduleState(db.Model):
 
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     last_slot: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Delivery(db.Model):
+    """One digest to one subscriber: the unit of bulk delivery, never created twice (UNIQUE).
+
+    pending -> (leased by a worker) -> sent | deferred (retry at next_attempt_at) | failed | skipped
+    """
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("digest_id", "subscriber_id"),
+        # Claims walk one digest's id range looking for due rows.
+        Index("ix_delivery_claim", "digest_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest_id: Mapped[int] = mapped_column(ForeignKey("digest.id"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"), index=True)
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class Suppression(db.Model):
+    """Addresses never to be mailed again, kept only as a keyed HMAC: nothing readable remains."""
+
+    __tablename__ = "suppression"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address_hmac: Mapped[str] = mapped_column(String(64), unique=True)
+    reason: Mapped[str] = mapped_column(String(50))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
