@@ -23,13 +23,10 @@ def make(purpose: str, payload, now: datetime) -> str:
     return _serializer(purpose, now).dumps(payload)
 
 
-def read(purpose: str, token: str, now: datetime, max_age: int | None = None, with_age=False):
+def read(purpose: str, token: str, now: datetime, max_age: int | None = None):
     try:
-        payload, signed_at = _serializer(purpose, now).loads(token, max_age=max_age, return_timestamp=True)
+        return _serializer(purpose, now).loads(token, max_age=max_age)
     except SignatureExpired:
         raise ExpiredToken("This link has expired.") from None
     except BadSignature:
         raise InvalidToken("This link is not valid.") from None
-    if with_age:
-        return payload, (now - signed_at).total_seconds()
-    return payload

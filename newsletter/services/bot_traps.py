@@ -16,18 +16,21 @@ HONEYPOT_FIELD = "website"
 
 
 def form_token(now: datetime) -> str:
-    return tokens.make(tokens.SIGNUP_FORM, "signup", now)
+    # The exact serve time: the signature's own timestamp has whole seconds only.
+    return tokens.make(tokens.SIGNUP_FORM, {"served": now.timestamp()}, now)
 
 
 def check_form_token(token, now: datetime) -> None:
     if not isinstance(token, str) or not token:
         raise InvalidInput("form", "This form is missing its security token. Please reload the page and try again.")
     try:
-        _, age = tokens.read(tokens.SIGNUP_FORM, token, now,
-                             max_age=current_app.config["SIGNUP_FORM_MAX_AGE"], with_age=True)
+        payload = tokens.read(tokens.SIGNUP_FORM, token, now, max_age=current_app.config["SIGNUP_FORM_MAX_AGE"])
     except InvalidToken:
         raise InvalidInput("form", "This form has expired or was altered. Please reload the page and try again.") from None
-    if age < current_app.config["SIGNUP_MIN_SECONDS"]:
+    served = payload.get("served") if isinstance(payload, dict) else None
+    if not isinstance(served, (int, float)):
+        raise InvalidInput("form", "This form has expired or was altered. Please reload the page and try again.")
+    if now.timestamp() - served < current_app.config["SIGNUP_MIN_SECONDS"]:
         raise InvalidInput("form", "That was very fast. Please wait a few seconds, then send the form again.")
 
 

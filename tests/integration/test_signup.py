@@ -145,6 +145,12 @@ def test_time_trap_refuses_a_form_sent_faster_than_a_person_can(app, visitor):
     assert visitor.sign_up("fast@example.com", wait=2).status_code == 303
 
 
+def test_time_trap_counts_fractions_of_a_second(app, visitor, clock):
+    clock.advance(seconds=0.99)  # served at 09:00:00.99, sent back 1.02 s later
+    assert visitor.sign_up("fast@example.com", wait=1.02).status_code == 400
+    assert counts(app) == (0, 0, 0)
+
+
 @pytest.mark.parametrize("token", ["", "forged.token.value"])
 def test_missing_or_forged_form_token_is_refused(app, visitor, token):
     fields = visitor.load()
