@@ -45,6 +45,8 @@ class Config:
         self.INSTANCE_DIR = Path(_env("INSTANCE_DIR", PROJECT_DIR / "instance")).resolve()
 
         self.SECRET_KEY = _env("SECRET_KEY", DEFAULT_SECRET_KEY)
+        # Keys the HMAC of suppressed addresses. Keep it stable: changing it forgets the suppressions.
+        self.SUPPRESSION_KEY = _env("SUPPRESSION_KEY", self.SECRET_KEY)
         self.BASE_URL = _env("BASE_URL", "http://127.0.0.1:5000").rstrip("/")
 
         self.SQLALCHEMY_DATABASE_URI = database_url(
@@ -82,6 +84,14 @@ class Config:
         self.FEED_FETCH_SECONDS = float(_env("FEED_FETCH_SECONDS", "900"))
         self.FEED_TIMEOUT = float(_env("FEED_TIMEOUT", "20"))
         self.API_TOKEN = _env("API_TOKEN")
+
+        # Bulk delivery.
+        self.SEND_RATE = float(_env("SEND_RATE", "0"))  # messages per second across all workers; 0: no limit
+        self.DELIVERY_BATCH_SIZE = int(_env("DELIVERY_BATCH_SIZE", "250"))  # deliveries per task
+        self.DELIVERY_CLAIM_SIZE = int(_env("DELIVERY_CLAIM_SIZE", "50"))  # deliveries per claim
+        self.DELIVERY_LEASE_SECONDS = int(_env("DELIVERY_LEASE_SECONDS", "300"))
+        self.DELIVERY_EXPIRY_SECONDS = int(_env("DELIVERY_EXPIRY_SECONDS", str(3 * 24 * 3600)))
+        self.DELIVERY_SWEEP_SECONDS = float(_env("DELIVERY_SWEEP_SECONDS", "30"))
 
         # Digests out.
         self.MAIL_POSTAL_ADDRESS = _env("MAIL_POSTAL_ADDRESS", "Postal address not configured (set MAIL_POSTAL_ADDRESS)")

@@ -8,7 +8,10 @@ a broker that is down delays work, it never loses it.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sqlite3
+import uuid
 
 from celery import Celery, Task
 from flask import Flask, current_app
@@ -88,6 +91,17 @@ def _sqlite_wal(path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path, timeout=30) as conn:  # WAL is a property of the file: set it once
         conn.execute("PRAGMA journal_mode=WAL")
+
+
+_worker_id: tuple[int, str] | None = None
+
+
+def worker_id() -> str:
+    """Who holds a lease: unique per process (computed after a fork, never inherited)."""
+    global _worker_id
+    if _worker_id is None or _worker_id[0] != os.getpid():
+        _worker_id = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    return _worker_id[1]
 
 
 def enqueue(task_name: str, *args) -> bool:

@@ -42,6 +42,14 @@ def parse_smtp_url(url: str) -> Relay:
     )
 
 
+def parse_smtp_urls(value: str) -> list[Relay]:
+    """SMTP_URL may list several relays, comma-separated: the next is used when one is down."""
+    relays = [parse_smtp_url(part) for part in value.split(",") if part.strip()]
+    if not relays:
+        raise ValueError("SMTP_URL is empty")
+    return relays
+
+
 def _classify(exc: Exception) -> Exception:
     code = getattr(exc, "smtp_code", None)
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
@@ -62,16 +70,32 @@ def _reply_text(exc: Exception) -> str:
 
 
 class SmtpConnection:
-    """One open connection to the relay, reused for many messages."""
+    """One open connection to a relay, reused for many messages; fails over to the next relay."""
 
-    def __init__(self, relay: Relay, timeout: float = 30.0, local_hostname: str | None = None):
-        self.relay = relay
+    def __init__(self, relays: Relay | list[Relay], timeout: float = 30.0, local_hostname: str | None = None):
+        self.relays = [relays] if isinstance(relays, Relay) else list(relays)
         self.timeout = timeout
         self.local_hostname = local_hostname
         self._smtp: smtplib.SMTP | None = None
+        self._current = 0  # the relay that worked last is tried first
+
+    @property
+    def relay(self) -> Relay:
+        return self.relays[self._current]
 
     def open(self) -> None:
-        relay = self.relay
+        errors = []
+        for offset in range(len(self.relays)):
+            index = (self._current + offset) % len(self.relays)
+            try:
+                self._smtp = self._connect(self.relays[index])
+                self._current = index
+                return
+            except (TransientMailError, PermanentMailError) as error:
+                errors.append(f"{self.relays[index].host}:{self.relays[index].port}: {error}")
+        raise TransientMailError("no relay reachable: " + "; ".join(errors))
+
+    def _connect(self, relay: Relay) -> smtplib.SMTP:
         try:
             if relay.implicit_tls:
                 smtp = smtplib.SMTP_SSL(relay.host, relay.port, timeout=self.timeout,
@@ -86,7 +110,7 @@ class SmtpConnection:
                 smtp.login(relay.username, relay.password or "")
         except (smtplib.SMTPException, OSError) as exc:
             raise _classify(exc) from exc
-        self._smtp = smtp
+        return smtp
 
     def send(self, message: EmailMessage | bytes, sender: str, recipient: str) -> None:
         if self._smtp is None:

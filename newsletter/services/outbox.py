@@ -8,9 +8,7 @@ SMTP's own (line lost between "." and "250"), and a retry then carries the same 
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -19,11 +17,10 @@ from sqlalchemy import and_, or_, select, update
 from ..errors import PermanentMailError, TransientMailError
 from ..extensions import db
 from ..mail.compose import sender_address
-from ..mail.transport import SmtpConnection, parse_smtp_url
+from ..mail.transport import SmtpConnection, parse_smtp_urls
 from ..models import OutboundEmail, OutboundStatus
-from ..queue import SEND_OUTBOUND, enqueue
+from ..queue import SEND_OUTBOUND, enqueue, worker_id
 
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 SWEEP_GRACE = timedelta(seconds=10)  # leave freshly enqueued rows to the message that woke for them
 
 
@@ -40,7 +37,7 @@ def claim(outbound_id: int, now: datetime) -> OutboundEmail | None:
     claimed = db.session.execute(
         update(OutboundEmail)
         .where(OutboundEmail.id == outbound_id, _due(now))
-        .values(lease_owner=WORKER_ID, lease_expires_at=lease)
+        .values(lease_owner=worker_id(), lease_expires_at=lease)
     ).rowcount
     db.session.commit()
     return db.session.get(OutboundEmail, outbound_id) if claimed else None
@@ -59,7 +56,7 @@ def send_outbound(outbound_id: int, now: datetime, connection: SmtpConnection | 
         return "not-due"
     own = connection is None
     if own:
-        connection = SmtpConnection(parse_smtp_url(current_app.config["SMTP_URL"]),
+        connection = SmtpConnection(parse_smtp_urls(current_app.config["SMTP_URL"]),
                                     timeout=current_app.config["SMTP_TIMEOUT"])
     try:
         connection.send(row.message.encode("utf-8"), sender_address(), row.recipient)
