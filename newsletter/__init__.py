@@ -25,6 +25,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     overrides = dict(overrides or {})
     clock = overrides.pop("CLOCK", None)
     app.config.update(overrides)
+    if "SESSION_COOKIE_SECURE" not in overrides:
+        app.config["SESSION_COOKIE_SECURE"] = app.config["BASE_URL"].startswith("https://")
     if clock is not None:
         app.extensions["clock"] = clock
     _refuse_default_secret(app)

@@ -27,11 +27,13 @@ def normalize_email(raw) -> str:
     if len(value) > MAX_EMAIL_LENGTH:
         raise InvalidInput("email", f"That email address is too long (at most {MAX_EMAIL_LENGTH} characters).")
     try:
-        result = validate_email(value, check_deliverability=False)
+        # No SMTPUTF8: relays that do not offer it cannot deliver a non-ASCII local part.
+        result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise InvalidInput("email", f"That email address is not valid: {exc}") from None
-    # One key per mailbox in practice: providers treat the local part case-insensitively.
-    return result.normalized.lower()
+    # One key per mailbox in practice: providers treat the local part case-insensitively. An
+    # internationalised domain is kept in its ASCII (punycode) form, which every relay accepts.
+    return (result.ascii_email or result.normalized).lower()
 
 
 def clean_name(raw) -> str | None:

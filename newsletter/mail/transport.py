@@ -118,6 +118,9 @@ class SmtpConnection:
         raw = message if isinstance(message, bytes) else message.as_bytes()
         try:
             self._smtp.sendmail(sender, [recipient], raw)
+        except UnicodeEncodeError as exc:  # a non-ASCII address, and we never negotiate SMTPUTF8
+            self._reset()
+            raise PermanentMailError(f"address needs SMTPUTF8: {recipient!r}") from exc
         except (smtplib.SMTPException, OSError) as exc:
             error = _classify(exc)
             if isinstance(error, TransientMailError) or isinstance(exc, smtplib.SMTPServerDisconnected):

@@ -8,6 +8,7 @@ SMTP's own (line lost between "." and "250"), and a retry then carries the same 
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import datetime, timedelta
 
@@ -21,6 +22,7 @@ from ..mail.transport import SmtpConnection, parse_smtp_urls
 from ..models import OutboundEmail, OutboundStatus
 from ..queue import SEND_OUTBOUND, enqueue, worker_id
 
+log = logging.getLogger(__name__)
 SWEEP_GRACE = timedelta(seconds=10)  # leave freshly enqueued rows to the message that woke for them
 
 
@@ -64,6 +66,10 @@ def send_outbound(outbound_id: int, now: datetime, connection: SmtpConnection | 
         _record_failure(row, now, str(exc), permanent=False)
     except PermanentMailError as exc:
         _record_failure(row, now, str(exc), permanent=True)
+    except Exception as exc:  # a bug must not leave the row leased and looping forever: record, retry, expire
+        log.exception("unexpected error sending outbound email %s", outbound_id)
+        db.session.rollback()
+        _record_failure(row, now, f"unexpected error: {exc!r}", permanent=False)
     else:
         row.status, row.sent_at = OutboundStatus.SENT, now
         row.attempts += 1

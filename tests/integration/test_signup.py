@@ -212,12 +212,18 @@ def test_line_breaks_in_any_field_are_refused(app, visitor, client, field, value
     ("a@b", "not valid"),
     ("", "enter your email"),
     ("x" * 250 + "@example.com", "too long"),
+    ("josé@example.com", "not valid"),  # needs SMTPUTF8, which relays need not offer
 ])
 def test_invalid_or_overlong_email_is_refused(app, visitor, email, reason):
     response = visitor.sign_up(email)
     assert response.status_code == 400
     assert reason in response.get_data(as_text=True)
     assert counts(app) == (0, 0, 0)
+
+
+def test_internationalised_domain_is_stored_in_ascii_form(app, visitor):
+    assert visitor.sign_up("Leser@Bücher.example").status_code == 303
+    assert subscriber(app, "leser@xn--bcher-kva.example") is not None
 
 
 def test_overlong_name_is_refused(app, visitor):
