@@ -5,6 +5,7 @@ from flask import Flask
 
 def register(app: Flask) -> None:
     from ..devserver import dev_command
+    from . import delivery  # noqa: F401  (adds send/pause/resume/cancel/status to the digest group)
     from .articles import articles_cli
     from .digests import digest_cli
     from .subscribers import subscribers_cli, terms_cli

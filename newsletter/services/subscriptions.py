@@ -86,7 +86,7 @@ def _record_signup(address, name, checkbox_value, terms, context, now) -> int | 
     db.session.flush()
     outbound = None
     if not _confirmation_sent_recently(subscriber, now):
-        outbound = _queue_confirmation(subscriber, now)
+        outbound = queue_confirmation(subscriber, now)
     db.session.commit()
     return outbound.id if outbound else None
 
@@ -108,7 +108,7 @@ def _confirmation_sent_recently(subscriber: Subscriber, now: datetime) -> bool:
     ) is not None
 
 
-def _queue_confirmation(subscriber: Subscriber, now: datetime) -> OutboundEmail:
+def queue_confirmation(subscriber: Subscriber, now: datetime) -> OutboundEmail:
     outbound = OutboundEmail(
         kind="confirm", subscriber_id=subscriber.id, recipient=subscriber.email, message="",
         status=OutboundStatus.PENDING, attempts=0, created_at=now, next_attempt_at=now,
