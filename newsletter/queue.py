@@ -24,6 +24,8 @@ QUEUES = (TRANSACTIONAL_QUEUE, BULK_QUEUE)
 
 SEND_OUTBOUND = "workers.tasks.send_outbound_email"
 SWEEP_OUTBOX = "workers.tasks.sweep_outbox"
+SEND_BATCH = "workers.tasks.send_delivery_batch"
+SWEEP_DELIVERIES = "workers.tasks.sweep_deliveries"
 FETCH_FEEDS = "workers.tasks.fetch_feeds"
 DIGEST_TICK = "workers.tasks.digest_schedule_tick"
 
@@ -50,8 +52,9 @@ def celery_init_app(app: Flask) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=BULK_QUEUE,
-        task_routes={SEND_OUTBOUND: {"queue": TRANSACTIONAL_QUEUE},
-                     SWEEP_OUTBOX: {"queue": TRANSACTIONAL_QUEUE}},
+        # Small, urgent work never waits behind a digest's batches.
+        task_routes={name: {"queue": TRANSACTIONAL_QUEUE}
+                     for name in (SEND_OUTBOUND, SWEEP_OUTBOX, SWEEP_DELIVERIES, DIGEST_TICK)},
         task_time_limit=600,
         beat_schedule=_beat_schedule(app.config),
         beat_schedule_filename=str(app.config["INSTANCE_DIR"] / "celerybeat-schedule"),
@@ -63,7 +66,10 @@ def celery_init_app(app: Flask) -> Celery:
 
 
 def _beat_schedule(config) -> dict:
-    schedule = {"sweep-outbox": {"task": SWEEP_OUTBOX, "schedule": config["OUTBOX_SWEEP_SECONDS"]}}
+    schedule = {
+        "sweep-outbox": {"task": SWEEP_OUTBOX, "schedule": config["OUTBOX_SWEEP_SECONDS"]},
+        "sweep-deliveries": {"task": SWEEP_DELIVERIES, "schedule": config["DELIVERY_SWEEP_SECONDS"]},
+    }
     if config["FEED_URLS"]:
         schedule["fetch-feeds"] = {"task": FETCH_FEEDS, "schedule": config["FEED_FETCH_SECONDS"]}
     if config["DIGEST_SCHEDULE"]:

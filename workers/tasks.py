@@ -3,8 +3,8 @@
 from celery import shared_task
 
 from newsletter.clock import now
-from newsletter.queue import SEND_OUTBOUND, SWEEP_OUTBOX
-from newsletter.services import outbox
+from newsletter.queue import SEND_BATCH, SEND_OUTBOUND, SWEEP_DELIVERIES, SWEEP_OUTBOX
+from newsletter.services import delivery, outbox
 
 
 @shared_task(name=SEND_OUTBOUND)
@@ -15,3 +15,13 @@ def send_outbound_email(outbound_id: int) -> str:
 @shared_task(name=SWEEP_OUTBOX)
 def sweep_outbox() -> int:
     return outbox.sweep(now())
+
+
+@shared_task(name=SEND_BATCH)
+def send_delivery_batch(digest_id: int, first_id: int, last_id: int) -> dict:
+    return delivery.send_range(digest_id, first_id, last_id, now)
+
+
+@shared_task(name=SWEEP_DELIVERIES)
+def sweep_deliveries() -> int:
+    return delivery.sweep(now())
