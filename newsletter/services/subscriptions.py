@@ -30,6 +30,7 @@ from ..models import (
 from ..queue import SEND_OUTBOUND, enqueue
 from ..urls import absolute_url
 from ..validation import clean_name, consent_given, normalize_email, raw_consent_value
+from . import suppression
 
 CONSENT_REQUIRED = "Please tick the box to agree to the terms: we can only send the newsletter with your consent."
 
@@ -67,6 +68,8 @@ def request_signup(email, name, consent, terms: TermsVersion, context: Context, 
 
 
 def _record_signup(address, name, checkbox_value, terms, context, now) -> int | None:
+    if suppression.is_suppressed(address):
+        return None  # never mailed again (hard bounce, complaint): no mail, and the same answer
     subscriber = db.session.scalar(select(Subscriber).where(Subscriber.email == address))
     if subscriber is None:
         subscriber = Subscriber(email=address, name=name, created_at=now)

@@ -108,6 +108,19 @@ def test_confirmed_address_gets_no_new_mail_and_nothing_changes(app, visitor, cl
     assert subscriber(app, "known@example.com").name is None
 
 
+def test_suppressed_address_gets_the_same_answer_and_no_mail(app, visitor, clock):
+    from newsletter.services.suppression import suppress
+
+    with app.app_context():
+        suppress("bounced@example.com", "hard-bounce", clock())
+        db.session.commit()
+    other = visitor.sign_up("someone-new@example.com")
+    response = visitor.sign_up("Bounced@Example.com")
+    assert (response.status_code, response.headers["Location"]) == (other.status_code, other.headers["Location"])
+    assert subscriber(app, "bounced@example.com") is None
+    assert counts(app) == (1, 1, 1)
+
+
 def test_pending_address_gets_its_confirmation_again_at_most_once_per_interval(app, visitor, clock):
     visitor.sign_up("pending@example.com")
     clock.advance(minutes=1)

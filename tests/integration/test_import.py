@@ -1,0 +1,67 @@
+"""`subscribers import FILE.csv`: batched, consent source recorded, bad rows named by line."""
+
+from sqlalchemy import func, select
+
+from newsletter.extensions import db
+from newsletter.models import ConsentEvent, ConsentKind, OutboundEmail, Subscriber, SubscriberStatus
+from newsletter.services.suppression import suppress
+
+
+def write(tmp_path, text, name="list.csv"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_import_records_consent_source_and_reports_bad_rows_by_line(app, runner, tmp_path, clock):
+    with app.app_context():
+        suppress("gone@example.com", "hard-bounce", clock())
+        db.session.add(Subscriber(email="known@example.com", status=SubscriberStatus.CONFIRMED, created_at=clock()))
+        db.session.commit()
+    csv_file = write(tmp_path, (
+        "Email,Name\n"
+        "ada@example.com,Ada Lovelace\n"
+        "not-an-address,Nobody\n"
+        "KNOWN@example.com,Known\n"
+        "gone@example.com,Gone\n"
+        "ada@example.com,Ada again\n"
+        'bob@example.com,"Bob\nBreak"\n'
+        "cy@example.com,\n"
+    ))
+    result = runner.invoke(args=["subscribers", "import", csv_file, "--consent-source", "Old list, 2025 form", "--confirmed"])
+    assert result.exit_code == 1
+    assert "Imported 2 (confirmed)" in result.output
+    assert "skipped 1 already present, 1 suppressed, 1 repeated in the file; 2 bad rows" in result.output
+    assert "line 3: That email address is not valid" in result.output
+    assert "line 7: Line breaks" in result.output  # the row that starts on line 7
+    with app.app_context():
+        ada = db.session.scalar(select(Subscriber).where(Subscriber.email == "ada@example.com"))
+        assert ada.status is SubscriberStatus.CONFIRMED and ada.name == "Ada Lovelace"
+        assert [(e.kind, e.source) for e in ada.events] == [(ConsentKind.IMPORTED, "Old list, 2025 form")]
+        assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 3
+        assert db.session.scalar(select(func.count()).select_from(OutboundEmail)) == 0
+
+
+def test_import_without_confirmed_makes_pending_subscribers_with_a_confirmation_each(app, runner, tmp_path):
+    csv_file = write(tmp_path, "email\nnew1@example.com\nnew2@example.com\n")
+    result = runner.invoke(args=["subscribers", "import", csv_file, "--consent-source", "paper form"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        statuses = set(db.session.scalars(select(Subscriber.status)))
+        assert statuses == {SubscriberStatus.PENDING}
+        assert db.session.scalar(select(func.count()).select_from(OutboundEmail)) == 2
+
+
+def test_import_refuses_a_file_without_email_column_and_changes_nothing(app, runner, tmp_path):
+    csv_file = write(tmp_path, "mail,name\na@example.com,A\n")
+    result = runner.invoke(args=["subscribers", "import", csv_file, "--consent-source", "x"])
+    assert result.exit_code != 0 and "No 'email' column" in result.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ConsentEvent)) == 0
+
+
+def test_import_needs_a_consent_source(app, runner, tmp_path):
+    csv_file = write(tmp_path, "email\na@example.com\n")
+    assert runner.invoke(args=["subscribers", "import", csv_file]).exit_code != 0
+    result = runner.invoke(args=["subscribers", "import", csv_file, "--consent-source", "  "])
+    assert result.exit_code != 0 and "consent" in result.output
