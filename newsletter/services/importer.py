@@ -99,8 +99,10 @@ def _write_batch(batch, consent_source, confirmed, now, report, queue_confirmati
     if not confirmed:
         for row in rows:
             row["optin_nonce"] = secrets.token_hex(16)
-    ids = db.session.execute(insert(Subscriber).returning(Subscriber.id, sort_by_parameter_order=True), rows).scalars().all()
-    db.session.execute(insert(ConsentEvent), [
+    # Core executemany (no RETURNING) is what the drivers batch best; ids are read back by email.
+    db.session.execute(insert(Subscriber.__table__), rows)
+    ids = list(db.session.scalars(select(Subscriber.id).where(Subscriber.email.in_([r["email"] for r in rows]))))
+    db.session.execute(insert(ConsentEvent.__table__), [
         {"subscriber_id": subscriber_id, "kind": ConsentKind.IMPORTED, "occurred_at": now, "source": consent_source[:512]}
         for subscriber_id in ids
     ])
