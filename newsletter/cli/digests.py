@@ -1,5 +1,92 @@
 """`flask --app wsgi digest ...`: compose, preview and test-send digests."""
 
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+from flask import current_app
 from flask.cli import AppGroup
 
+from ..clock import now
+from ..errors import InvalidInput, PermanentMailError, TransientMailError
+from ..services import digests
+
 digest_cli = AppGroup("digest", help="Digests: create, preview, test-send.")
+
+NOTHING_NEW = "No new articles since the last digest; nothing created."
+
+
+@digest_cli.command("create")
+@click.option("--subject", help="Subject line (default: the site name, the newest title and how many more).")
+@click.option("--since", "since_text", metavar="WHEN",
+              help="Take the articles published (or, undated, added) since WHEN instead of those not sent yet; "
+                   "ISO 8601 date or date-time, in DIGEST_TIMEZONE unless it gives an offset.")
+@click.option("--intro", help="A short text shown above the articles.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"id": ..., "articles": N, "subject": ...}.')
+def digest_create(subject, since_text, intro, as_json):
+    """Compose a draft digest of the articles readers have not had yet, newest first."""
+    since = parse_when(since_text, current_app.config["DIGEST_TIMEZONE"]) if since_text else None
+    try:
+        digest = digests.create_digest(now(), subject=subject, since=since, intro=intro)
+    except InvalidInput as error:
+        raise click.ClickException(error.message) from None
+    if digest is None:
+        click.echo(json.dumps({"id": None, "articles": 0, "subject": None}) if as_json else NOTHING_NEW)
+        return
+    count = len(digest.items)
+    if as_json:
+        click.echo(json.dumps({"id": digest.id, "articles": count, "subject": digest.subject}, ensure_ascii=False))
+        return
+    click.echo(f"Created draft digest {digest.id} with {count} article{'s' if count != 1 else ''}: {digest.subject}")
+    if since is None and count == digests.MAX_ARTICLES:
+        waiting = len(digests.new_articles()) - count
+        if waiting > 0:
+            click.echo(f"{waiting} older new article{'s wait' if waiting != 1 else ' waits'} for the next digest "
+                       f"(at most {digests.MAX_ARTICLES} per digest).")
+
+
+@digest_cli.command("preview")
+@click.argument("digest_id", type=int)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for digest.html, digest.txt and digest.eml (created if missing).")
+def digest_preview(digest_id, out_dir):
+    """Write DIGEST_ID as a sample reader would get it: the HTML, the text, the whole message."""
+    try:
+        files = digests.preview(digest_id, now())
+    except ValueError as error:  # InvalidInput, DKIM settings
+        raise click.ClickException(getattr(error, "message", str(error))) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (out_dir / name).write_bytes(content)
+        click.echo(str(out_dir / name))
+
+
+@digest_cli.command("test-send")
+@click.argument("digest_id", type=int)
+@click.option("--to", "address", required=True, metavar="EMAIL", help="Any address; it need not be subscribed.")
+def digest_test_send(digest_id, address):
+    """Send one copy of DIGEST_ID, marked as a test, through the SMTP relay."""
+    try:
+        subject = digests.send_test_copy(digest_id, address, now())
+    except ValueError as error:  # InvalidInput (digest, address), SMTP_URL, DKIM settings
+        raise click.ClickException(getattr(error, "message", str(error))) from None
+    except (TransientMailError, PermanentMailError) as error:
+        raise click.ClickException(f"The relay did not take the test message: {error}") from None
+    click.echo(f"Sent a test copy of digest {digest_id} to {address.strip()}: {subject}")
+
+
+def parse_when(text: str, zone_name: str) -> datetime:
+    """An ISO 8601 date or date-time as aware UTC; without an offset it is in `zone_name`."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 date or date-time (e.g. 2026-11-01 or "
+                                 "2026-11-01T08:00:00Z).", param_hint="--since") from None
+    if when.tzinfo is None:
+        try:
+            when = when.replace(tzinfo=ZoneInfo(zone_name))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise click.ClickException(f"DIGEST_TIMEZONE {zone_name!r} is not a time zone.") from None
+    return when.astimezone(timezone.utc)
