@@ -90,8 +90,11 @@ class Config:
         self.DELIVERY_BATCH_SIZE = int(_env("DELIVERY_BATCH_SIZE", "250"))  # deliveries per task
         self.DELIVERY_CLAIM_SIZE = int(_env("DELIVERY_CLAIM_SIZE", "50"))  # deliveries per claim
         self.DELIVERY_LEASE_SECONDS = int(_env("DELIVERY_LEASE_SECONDS", "300"))
+        self.DELIVERY_RETRY_BASE_SECONDS = float(_env("DELIVERY_RETRY_BASE_SECONDS", "60"))  # first 4xx back-off
         self.DELIVERY_EXPIRY_SECONDS = int(_env("DELIVERY_EXPIRY_SECONDS", str(3 * 24 * 3600)))
         self.DELIVERY_SWEEP_SECONDS = float(_env("DELIVERY_SWEEP_SECONDS", "30"))
+        # A digest with open rows and no live lease for this long lost its tasks: hand them out again.
+        self.DELIVERY_STALL_SECONDS = float(_env("DELIVERY_STALL_SECONDS", "30"))
 
         # Digests out.
         self.MAIL_POSTAL_ADDRESS = _env("MAIL_POSTAL_ADDRESS", "Postal address not configured (set MAIL_POSTAL_ADDRESS)")

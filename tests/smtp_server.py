@@ -6,6 +6,7 @@ line after the message was sent but before the 250, the one duplicate window SMT
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ class Plan:
     rcpt: dict[str, list[str]] = field(default_factory=dict)
     data: dict[str, list[str]] = field(default_factory=dict)
     drop_after_data: dict[str, int] = field(default_factory=dict)  # recipient -> times to drop
+    data_delay: float = 0.0  # seconds before answering DATA: a slow relay, so a send can be caught mid-way
+    # recipient -> event: DATA for them waits until the event is set (a send caught mid-way); a
+    # message whose client is gone by then is not stored, as a real relay would not deliver it.
+    hold: dict[str, threading.Event] = field(default_factory=dict)
 
 
 class ScriptedHandler:
@@ -41,6 +46,7 @@ class ScriptedHandler:
         self.plan = Plan()
         self.lock = threading.Lock()
         self.attempts: dict[str, int] = {}
+        self.holding: set[str] = set()  # recipients whose DATA is being held right now
 
     def _next(self, table: dict[str, list[str]], address: str) -> str | None:
         with self.lock:
@@ -55,6 +61,16 @@ class ScriptedHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.plan.data_delay:
+            await asyncio.sleep(self.plan.data_delay)
+        for address in envelope.rcpt_tos:
+            gate = self.plan.hold.get(address.lower())
+            if gate is not None:
+                self.holding.add(address.lower())
+                await asyncio.get_running_loop().run_in_executor(None, gate.wait)
+                self.holding.discard(address.lower())
+                if server.transport is None or server.transport.is_closing():
+                    return "421 client gone"
         for address in envelope.rcpt_tos:
             with self.lock:
                 self.attempts[address.lower()] = self.attempts.get(address.lower(), 0) + 1

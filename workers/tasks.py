@@ -3,8 +3,8 @@
 from celery import shared_task
 
 from newsletter.clock import now
-from newsletter.queue import SEND_BATCH, SEND_OUTBOUND, SWEEP_DELIVERIES, SWEEP_OUTBOX
-from newsletter.services import delivery, outbox
+from newsletter.queue import DIGEST_TICK, SEND_BATCH, SEND_OUTBOUND, SWEEP_DELIVERIES, SWEEP_OUTBOX
+from newsletter.services import delivery, outbox, schedule
 
 
 @shared_task(name=SEND_OUTBOUND)
@@ -25,3 +25,8 @@ def send_delivery_batch(digest_id: int, first_id: int, last_id: int) -> dict:
 @shared_task(name=SWEEP_DELIVERIES)
 def sweep_deliveries() -> int:
     return delivery.sweep(now())
+
+
+@shared_task(name=DIGEST_TICK)
+def digest_schedule_tick() -> int | None:
+    return schedule.tick(now(), schedule.compose_and_send).digest_id

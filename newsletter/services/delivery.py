@@ -44,7 +44,6 @@ from .throttle import AdaptiveThrottle, rate_limiter
 log = logging.getLogger(__name__)
 
 OPEN = (DeliveryStatus.PENDING, DeliveryStatus.DEFERRED)
-STALL_GRACE = timedelta(seconds=30)
 
 
 @dataclass
@@ -72,7 +71,7 @@ def start_sending(digest_id: int, now: datetime) -> int:
         db.session.rollback()
         raise InvalidInput("digest", f"Digest {digest_id} is {digest.status.value}; only a draft can be sent.")
     # One set-based statement, never a Python loop: 100,000 rows in one round trip.
-    total = db.session.execute(
+    db.session.execute(
         insert(Delivery).from_select(
             ["digest_id", "subscriber_id", "status", "attempts", "next_attempt_at"],
             select(
@@ -83,8 +82,10 @@ def start_sending(digest_id: int, now: datetime) -> int:
                 literal(now, UTCDateTime()),
             ).where(Subscriber.status == SubscriberStatus.CONFIRMED),
         )
-    ).rowcount
+    )
     db.session.commit()
+    # (Not the INSERT's rowcount: drivers may not report it for INSERT ... SELECT.)
+    total = db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.digest_id == digest_id))
     enqueue_ranges(digest_id)
     return total
 
@@ -132,10 +133,14 @@ def claim(digest_id: int, first_id: int, last_id: int, now: datetime, limit: int
                   .order_by(Delivery.id).limit(limit))
     if db.engine.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
+    # A CTE, not `id IN (subquery)`: PostgreSQL may run an IN-subquery more than once per UPDATE,
+    # and with SKIP LOCKED each run can pick other rows, claiming more than `limit`. A locking CTE
+    # is evaluated exactly once.
+    picked = candidates.cte("picked")
     lease = now + timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
     rows = db.session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(candidates.scalar_subquery()), _claimable(digest_id, first_id, last_id, now))
+        .where(Delivery.id == picked.c.id, _claimable(digest_id, first_id, last_id, now))
         .values(lease_owner=worker_id(), lease_expires_at=lease)
         .returning(Delivery.id, Delivery.subscriber_id, Delivery.attempts),
         execution_options={"synchronize_session": False},
@@ -160,9 +165,9 @@ def _finish(delivery_id: int, values: dict) -> None:
 
 
 def retry_delay(attempts: int) -> timedelta:
-    """Exponential back-off with jitter: about 1, 2, 4 ... minutes, at most 2 hours."""
-    base = min(60 * 2 ** max(attempts - 1, 0), 7200)
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+    """Exponential back-off with jitter: base, 2x, 4x ... (base 1 minute by default), at most 2 hours."""
+    base = current_app.config["DELIVERY_RETRY_BASE_SECONDS"]
+    return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), 7200) * random.uniform(0.8, 1.2))
 
 
 def is_no_such_user(error: PermanentMailError) -> bool:
@@ -176,23 +181,27 @@ class Mailer:
 
     def __init__(self):
         self.connection: SmtpConnection | None = None
-        self.rendered: dict[int, object] = {}
+        self.smtp_url: str | None = None
+        self.rendered: dict[tuple, object] = {}
         self.throttle = AdaptiveThrottle()
 
     def connection_for(self, app) -> SmtpConnection:
-        if self.connection is None:
-            self.connection = SmtpConnection(parse_smtp_urls(app.config["SMTP_URL"]),
-                                             timeout=app.config["SMTP_TIMEOUT"])
+        if self.connection is None or self.smtp_url != app.config["SMTP_URL"]:
+            self.close()
+            self.smtp_url = app.config["SMTP_URL"]
+            self.connection = SmtpConnection(parse_smtp_urls(self.smtp_url), timeout=app.config["SMTP_TIMEOUT"])
         return self.connection
 
-    def rendered_digest(self, digest: Digest, now: datetime):
+    def rendered_digest(self, app, digest: Digest, now: datetime):
+        """Rendered once per digest and process, then personalised per recipient."""
         from ..mail.digest import render_digest
 
-        if digest.id not in self.rendered:
+        key = (app.config["SQLALCHEMY_DATABASE_URI"], digest.id)
+        if key not in self.rendered:
             if len(self.rendered) > 4:
                 self.rendered.clear()
-            self.rendered[digest.id] = render_digest(digest, now)
-        return self.rendered[digest.id]
+            self.rendered[key] = render_digest(digest, now)
+        return self.rendered[key]
 
     def close(self) -> None:
         if self.connection is not None:
@@ -227,7 +236,7 @@ def send_range(digest_id: int, first_id: int, last_id: int, clock, mailer: Maile
         claimed = claim(digest_id, first_id, last_id, now, limit)
         if not claimed:
             break
-        rendered = mailer.rendered_digest(digest, now)
+        rendered = mailer.rendered_digest(app, digest, now)
         people = _recipients([c.subscriber_id for c in claimed])
         for delivery in claimed:
             person = people.get(delivery.subscriber_id)
@@ -384,7 +393,8 @@ def sweep(now: datetime) -> int:
         retry_due = db.session.scalar(select(func.count()).select_from(Delivery).where(
             Delivery.digest_id == digest_id, Delivery.status == DeliveryStatus.DEFERRED,
             Delivery.next_attempt_at <= now))
-        if retry_due or (not busy and now - started > STALL_GRACE):
+        stalled = now - started > timedelta(seconds=current_app.config["DELIVERY_STALL_SECONDS"])
+        if retry_due or (not busy and stalled):
             handed += enqueue_ranges(digest_id, only_open=True)
     return handed
 

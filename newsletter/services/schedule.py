@@ -83,3 +83,14 @@ def tick(now: datetime, compose_and_send) -> TickResult:
     if not claimed:
         return TickResult(None, None)
     return TickResult(slot, compose_and_send(now))
+
+
+def compose_and_send(now: datetime) -> int | None:
+    """What a due slot does: a digest of what is new, sent to everyone; nothing when nothing is new."""
+    from . import delivery, digests
+
+    digest = digests.create_digest(now)
+    if digest is None:
+        return None
+    delivery.start_sending(digest.id, now)
+    return digest.id

@@ -1,0 +1,222 @@
+"""Faults with real worker processes on PostgreSQL + Redis, judged by what the SMTP server received:
+every expected recipient exactly once, no one else, the same Message-ID on any duplicate that
+SMTP's own window allows, and status counts that match."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections import Counter
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from config import PROJECT_DIR
+from newsletter.clock import utcnow
+from newsletter.extensions import db
+from newsletter.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from newsletter.services import delivery
+
+from ..integration.test_delivery import make_digest
+from .harness import wait_until
+
+pytestmark = [pytest.mark.worker, pytest.mark.postgres, pytest.mark.redis]
+
+N = 300
+FAST = {"DELIVERY_SWEEP_SECONDS": 1, "DELIVERY_LEASE_SECONDS": 3, "DELIVERY_STALL_SECONDS": 2, "DELIVERY_BATCH_SIZE": 50,
+        "DELIVERY_CLAIM_SIZE": 10, "OUTBOX_SWEEP_SECONDS": 30}
+
+
+class Send:
+    """One digest to N confirmed subscribers, on a database and a Redis broker of its own."""
+
+    def __init__(self, harness, redis_db: int, n: int = N):
+        self.harness = harness
+        self.database = harness.postgres()
+        self.broker = harness.redis(redis_db)
+        self.app = harness.app(self.database, self.broker, **FAST)
+        self.emails = [f"r{i:04d}@example.com" for i in range(n)]
+        with self.app.app_context():
+            now = utcnow()
+            db.session.execute(Subscriber.__table__.insert(), [
+                {"email": e, "status": SubscriberStatus.CONFIRMED, "created_at": now} for e in self.emails])
+            db.session.commit()
+            self.digest_id = make_digest(lambda: now)
+
+    def worker(self, **extra):
+        return self.harness.worker(self.database, self.broker, **{**FAST, **extra})
+
+    def beat(self):
+        return self.harness.beat(self.database, self.broker, **FAST)
+
+    def start(self) -> int:
+        with self.app.app_context():
+            return delivery.start_sending(self.digest_id, utcnow())
+
+    def status(self) -> dict:
+        with self.app.app_context():
+            return delivery.status(self.digest_id)
+
+    def wait_done(self, timeout=120) -> dict:
+        return wait_until(lambda: (s := self.status())["status"] == "done" and s, timeout, "the digest to be done")
+
+    def received(self) -> Counter:
+        return Counter(a for m in self.harness.smtp.received for a in m.recipients)
+
+    def assert_each_exactly_once(self, allowed_duplicates=()):
+        got = self.received()
+        assert set(got) == set(self.emails), set(got) ^ set(self.emails)
+        duplicated = {a for a, n in got.items() if n > 1}
+        assert duplicated <= set(allowed_duplicates), duplicated
+        for address in duplicated:  # the SMTP window: the same message again, never a new one
+            ids = {m.message["Message-ID"] for m in self.harness.smtp.to(address)}
+            assert len(ids) == 1
+        final = self.status()
+        assert final["sent"] == len(self.emails) and final["pending"] == final["deferred"] == final["failed"] == 0
+
+
+def test_worker_killed_mid_send_and_another_started_delivers_each_once(harness, smtp):
+    run = Send(harness, 5)
+    caught = "r0100@example.com"
+    gate = threading.Event()
+    smtp.plan.hold[caught] = gate  # the worker will be in the middle of sending this one
+    harness.cleanup(gate.set)
+    first = run.worker()
+    run.beat()
+    assert run.start() == N
+    wait_until(lambda: caught in smtp.handler.holding, 60, "the worker to be mid-send")
+    first.kill9()
+    gate.set()
+    with run.app.app_context():  # what the dead worker held: claimed, never marked
+        held = set(db.session.scalars(
+            select(Subscriber.email).join(Delivery, Delivery.subscriber_id == Subscriber.id)
+            .where(Delivery.lease_owner.like(f"%:{first.pid}:%"), Delivery.status == DeliveryStatus.PENDING)))
+    assert caught in held
+    run.worker()
+    run.wait_done()
+    run.assert_each_exactly_once()
+
+
+def test_redis_flushed_mid_send_loses_nothing(harness, smtp):
+    run = Send(harness, 6)
+    smtp.plan.data_delay = 0.005
+    run.worker()
+    run.beat()
+    run.start()
+    wait_until(lambda: len(smtp.received) >= N // 5, 60, "a fifth of the digest to be received")
+    redis.Redis.from_url(run.broker).flushdb()  # every queued batch task is gone
+    run.wait_done()
+    run.assert_each_exactly_once()
+
+
+def test_two_workers_share_one_digest_without_overlap(harness, smtp):
+    run = Send(harness, 7)
+    smtp.plan.data_delay = 0.002
+    one, two = run.worker(), run.worker()
+    run.start()
+    run.wait_done()
+    run.assert_each_exactly_once()
+    assert one.count(r"send_delivery_batch.*succeeded") and two.count(r"send_delivery_batch.*succeeded")
+
+
+def test_temporary_then_permanent_refusals_and_421_disconnects(harness, smtp):
+    run = Send(harness, 8, n=60)
+    smtp.plan.rcpt.update({"r0001@example.com": ["451 4.7.1 Try later"] * 2,
+                           "r0002@example.com": ["550 5.1.1 No such user here"],
+                           "r0003@example.com": ["421 4.7.0 Too many messages, closing"]})
+    smtp.plan.drop_after_data["r0004@example.com"] = 1
+    run.worker(DELIVERY_RETRY_BASE_SECONDS=1)
+    run.beat()
+    run.start()
+    final = wait_until(lambda: (s := run.status())["pending"] == 0 and s["deferred"] == 0 and s, 90,
+                       "every delivery to be final")
+    got = run.received()
+    assert "r0002@example.com" not in got
+    assert got["r0001@example.com"] == 1 and got["r0003@example.com"] == 1
+    assert got["r0004@example.com"] == 2  # dropped after DATA: the SMTP window
+    ids = {m.message["Message-ID"] for m in smtp.to("r0004@example.com")}
+    assert len(ids) == 1
+    assert (final["status"], final["sent"], final["failed"]) == ("done", 59, 1)
+    assert sum(got.values()) == 59 + 1
+
+
+def test_digest_send_wait_shows_progress_until_done(harness, smtp):
+    run = Send(harness, 9, n=40)
+    run.worker()
+    env = harness.env(run.database, run.broker, **FAST)
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "digest", "send",
+                             str(run.digest_id), "--wait"], cwd=PROJECT_DIR, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sent 40 / deferred 0 / failed 0 of 40" in result.stdout
+    assert json.loads(result.stdout.strip().splitlines()[-1])["status"] == "done"
+    run.assert_each_exactly_once()
+    with run.app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Delivery)
+                                 .where(Delivery.status == DeliveryStatus.SENT)) == 40
+
+
+def test_pause_stops_within_seconds_and_resume_continues_where_it_stopped(harness, smtp):
+    run = Send(harness, 10)
+    smtp.plan.data_delay = 0.01
+    run.worker()
+    run.start()
+    wait_until(lambda: len(smtp.received) >= 30, 60, "the send to be under way")
+    with run.app.app_context():
+        delivery.pause(run.digest_id, utcnow())
+    # Claims stop: the claim in hand is finished and released within a second or two.
+    def leases():
+        with run.app.app_context():
+            return db.session.scalar(select(func.count()).select_from(Delivery)
+                                     .where(Delivery.lease_owner.is_not(None)))
+    wait_until(lambda: leases() == 0, 5, "the claim in hand to finish")
+    stopped_at = len(smtp.received)
+    with run.app.app_context():
+        assert delivery.sweep(utcnow()) == 0  # a paused digest is not handed out
+    assert run.status() | {"pending": 0} == {"status": "paused", "total": N, "pending": 0, "sent": stopped_at,
+                                             "deferred": 0, "failed": 0, "skipped": 0}
+    assert stopped_at < N
+    with run.app.app_context():
+        delivery.resume(run.digest_id, utcnow())
+    run.wait_done()
+    run.assert_each_exactly_once()
+
+
+def test_unsubscribe_during_the_send_is_honoured(harness, smtp):
+    run = Send(harness, 4)
+    smtp.plan.data_delay = 0.01
+    run.worker()
+    run.start()
+    wait_until(lambda: len(smtp.received) >= 10, 60, "the send to be under way")
+    leaving = run.emails[-5:]  # the end of the list: not yet claimed
+    with run.app.app_context():
+        from newsletter.services import subscriptions
+
+        for email in leaving:
+            subscriber = db.session.scalar(select(Subscriber).where(Subscriber.email == email))
+            token = subscriptions.unsubscribe_token_for(subscriber, utcnow())
+            subscriptions.unsubscribe(token, subscriptions.Context(None, None, "test"), utcnow())
+    final = run.wait_done()
+    got = run.received()
+    assert not set(leaving) & set(got)
+    assert set(got) == set(run.emails) - set(leaving) and max(got.values()) == 1
+    assert (final["sent"], final["skipped"]) == (N - 5, 5)
+
+
+def test_cancel_stops_the_send_for_good(harness, smtp):
+    run = Send(harness, 3)
+    smtp.plan.data_delay = 0.01
+    run.worker()
+    run.beat()
+    run.start()
+    wait_until(lambda: len(smtp.received) >= 20, 60, "the send to be under way")
+    with run.app.app_context():
+        delivery.cancel(run.digest_id, utcnow())
+    final = wait_until(lambda: (s := run.status())["pending"] == 0 and s, 20, "in-flight claims to settle")
+    count = len(smtp.received)
+    assert final["status"] == "cancelled" and final["sent"] == count < N
+    assert final["sent"] + final["skipped"] == N
+    assert max(run.received().values()) == 1
