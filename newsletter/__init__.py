@@ -16,7 +16,7 @@ from .extensions import csrf, db, limiter, migrate
 
 
 class InsecureConfiguration(RuntimeError):
-    pass
+    """The service refuses to start with these settings; the message says why and what to set."""
 
 
 def create_app(overrides: dict | None = None) -> Flask:
@@ -30,6 +30,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     if clock is not None:
         app.extensions["clock"] = clock
     _refuse_default_secret(app)
+    _check_settings(app)
     app.config["INSTANCE_DIR"].mkdir(parents=True, exist_ok=True)
     app.instance_path = str(app.config["INSTANCE_DIR"])
 
@@ -63,6 +64,23 @@ def _refuse_default_secret(app: Flask) -> None:
             "Set SECRET_KEY to a long random value, e.g. "
             "SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))')."
         )
+
+
+def _check_settings(app: Flask) -> None:
+    """Settings that would only fail later, in a worker, fail here with a clear message."""
+    from .errors import InvalidInput
+    from .mail.transport import parse_smtp_urls
+    from .services.schedule import parse_schedule
+
+    try:
+        parse_smtp_urls(app.config["SMTP_URL"])
+    except ValueError as error:
+        raise InsecureConfiguration(f"SMTP_URL: {error}") from None
+    if app.config["DIGEST_SCHEDULE"]:
+        try:
+            parse_schedule(app.config["DIGEST_SCHEDULE"], app.config["DIGEST_TIMEZONE"])
+        except InvalidInput as error:
+            raise InsecureConfiguration(f"{error.field}: {error.message}") from None
 
 
 def _register_blueprints(app: Flask) -> None:

@@ -44,3 +44,13 @@ def test_smtp_urls():
         parse_smtp_url("http://mail.example.org")
     with pytest.raises(ValueError, match="no host"):
         parse_smtp_url("smtp://")
+
+
+def test_bad_settings_stop_the_start_with_a_clear_message(tmp_path):
+    base = {"TESTING": True, "INSTANCE_DIR": tmp_path}
+    with pytest.raises(InsecureConfiguration, match="SMTP_URL must start with"):
+        create_app({**base, "SMTP_URL": "mail.example.org:25"})
+    with pytest.raises(InsecureConfiguration, match="DIGEST_SCHEDULE: Not a cron expression"):
+        create_app({**base, "DIGEST_SCHEDULE": "daily at seven"})
+    with pytest.raises(InsecureConfiguration, match="Unknown time zone"):
+        create_app({**base, "DIGEST_SCHEDULE": "0 7 * * *", "DIGEST_TIMEZONE": "Paris"})
