@@ -12,7 +12,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import DEFAULT_SECRET_KEY, PROJECT_DIR, Config
 
+from .auth import login_manager
 from .extensions import csrf, db, limiter, migrate
+
+
+# The console's sections beside the dashboard, in menu order: (endpoint, label).
+CONSOLE_SECTIONS = (("console_subscribers.index", "Subscribers"), ("console_articles.index", "Articles"),
+                    ("console_digests.index", "Digests"))
 
 
 class InsecureConfiguration(RuntimeError):
@@ -41,6 +47,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     limiter.init_app(app)
+    login_manager.init_app(app)
 
     from .queue import celery_init_app
 
@@ -51,6 +58,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .views.security import register_security_headers
 
     register_error_handlers(app)
+    app.context_processor(lambda: {"console_nav": [(endpoint, label) for endpoint, label in CONSOLE_SECTIONS
+                                                   if endpoint in app.view_functions]})
     register_security_headers(app)
     logging.basicConfig(level=logging.INFO)
     return app
@@ -84,11 +93,10 @@ def _check_settings(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from .views import api, articles_api, public
+    from .views import api, articles_api, console, public
 
-    app.register_blueprint(public.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(articles_api.bp)
+    for blueprint in (public.bp, api.bp, articles_api.bp, console.bp):
+        app.register_blueprint(blueprint)
     if app.debug or app.config["DEV_MAIL_VIEWER"]:
         from .views import devmail
 

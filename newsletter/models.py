@@ -81,6 +81,19 @@ class DeliveryStatus(str, enum.Enum):
     SKIPPED = "skipped"
 
 
+class Role(str, enum.Enum):
+    VIEWER = "viewer"  # reads
+    EDITOR = "editor"  # also manages articles and digests, and sends
+    ADMIN = "admin"  # also manages subscribers' data and operators
+
+    @property
+    def rank(self) -> int:
+        return ("viewer", "editor", "admin").index(self.value)
+
+    def allows(self, needed: "Role") -> bool:
+        return self.rank >= needed.rank
+
+
 class DigestStatus(str, enum.Enum):
     DRAFT = "draft"
     SCHEDULED = "scheduled"
@@ -284,3 +297,68 @@ class Suppression(db.Model):
     address_hmac: Mapped[str] = mapped_column(String(64), unique=True)
     reason: Mapped[str] = mapped_column(String(50))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Operator(db.Model):
+    """A console user. Passwords are argon2id hashes; repeated failures lock the account a while."""
+
+    __tablename__ = "operator"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    # Flask-Login
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+class ApiToken(db.Model):
+    """A per-operator API token. Only its SHA-256 is stored; the token is shown once, at creation."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operator.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))  # to recognise it in lists
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    operator: Mapped[Operator] = relationship()
+
+
+class AuditEvent(db.Model):
+    """Who did what, when: every state change an operator makes in the console, the API or the CLI."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operator.id"), index=True)
+    action: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    operator: Mapped[Operator | None] = relationship()

@@ -8,7 +8,8 @@ def register(app: Flask) -> None:
     from . import delivery  # noqa: F401  (adds send/pause/resume/cancel/status to the digest group)
     from .articles import articles_cli
     from .digests import digest_cli
+    from .operators import operators_cli
     from .subscribers import subscribers_cli, terms_cli
 
-    for command in (terms_cli, subscribers_cli, articles_cli, digest_cli, dev_command):
+    for command in (terms_cli, subscribers_cli, articles_cli, digest_cli, operators_cli, dev_command):
         app.cli.add_command(command)
