@@ -3,8 +3,8 @@
 from celery import shared_task
 
 from newsletter.clock import now
-from newsletter.queue import DIGEST_TICK, SEND_BATCH, SEND_OUTBOUND, SWEEP_DELIVERIES, SWEEP_OUTBOX
-from newsletter.services import delivery, outbox, schedule
+from newsletter.queue import DIGEST_TICK, FETCH_FEEDS, SEND_BATCH, SEND_OUTBOUND, SWEEP_DELIVERIES, SWEEP_OUTBOX
+from newsletter.services import delivery, feeds, outbox, schedule
 
 
 @shared_task(name=SEND_OUTBOUND)
@@ -30,3 +30,8 @@ def sweep_deliveries() -> int:
 @shared_task(name=DIGEST_TICK)
 def digest_schedule_tick() -> int | None:
     return schedule.tick(now(), schedule.compose_and_send).digest_id
+
+
+@shared_task(name=FETCH_FEEDS)
+def fetch_feeds() -> list[str]:
+    return [report.describe() for report in feeds.fetch_configured(now())]
