@@ -2,6 +2,7 @@
 
 from flask import Blueprint, current_app, jsonify, request
 
+from ..auth import public
 from ..clock import now
 from ..errors import InvalidInput
 from ..extensions import csrf
@@ -31,12 +32,14 @@ def cors(response):
 
 
 @bp.route("/subscribe", methods=["OPTIONS"])
+@public
 def subscribe_preflight():
     return "", 204
 
 
 @bp.post("/subscribe")
 @signup_limit
+@public
 def subscribe():
     data = request.get_json(silent=True)
     if not isinstance(data, dict):

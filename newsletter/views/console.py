@@ -54,7 +54,7 @@ def login():
                                               request.remote_addr, now())
         except operators.LoginRefused:
             return render_template("console/login.html", error="Wrong email or password, or the account is "
-                                   "locked for a while after too many failures."), 401
+                                   "locked for a while after too many failures.")
         login_user(operator)
         return redirect(_safe_next(request.args.get("next")))
     return render_template("console/login.html", error=None)
