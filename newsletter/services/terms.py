@@ -48,6 +48,7 @@ def current_terms(now: datetime) -> TermsVersion:
 
 def terms_by_id(terms_id) -> TermsVersion | None:
     try:
-        return db.session.get(TermsVersion, int(terms_id))
-    except (TypeError, ValueError):
+        value = int(terms_id)
+    except (TypeError, ValueError, OverflowError):  # JSON allows Infinity; SQLite has no bigger integer
         return None
+    return db.session.get(TermsVersion, value) if 0 < value <= 2**31 - 1 else None

@@ -57,9 +57,10 @@ def post_articles():
     except InvalidInput as error:
         return jsonify(error=error.message), 400
     body = report.as_json()
-    if g.operator is not None:
-        audit(g.operator, "api.articles.import", None, {"created": body["created"], "updated": body["updated"]},
-              request.remote_addr, now())
+    if report.created or report.updated:
+        audit(g.operator, "api.articles.import", None,
+              {"created": body["created"], "updated": body["updated"],
+               "token": "operator" if g.operator else "API_TOKEN"}, request.remote_addr, now())
         db.session.commit()
     if not report.imported:
         return jsonify(error="No valid article in the request.", **body), 400
