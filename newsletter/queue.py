@@ -28,6 +28,7 @@ SEND_BATCH = "workers.tasks.send_delivery_batch"
 SWEEP_DELIVERIES = "workers.tasks.sweep_deliveries"
 FETCH_FEEDS = "workers.tasks.fetch_feeds"
 DIGEST_TICK = "workers.tasks.digest_schedule_tick"
+SEND_SCHEDULED = "workers.tasks.send_scheduled_digests"
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -54,7 +55,7 @@ def celery_init_app(app: Flask) -> Celery:
         task_default_queue=BULK_QUEUE,
         # Small, urgent work never waits behind a digest's batches.
         task_routes={name: {"queue": TRANSACTIONAL_QUEUE}
-                     for name in (SEND_OUTBOUND, SWEEP_OUTBOX, SWEEP_DELIVERIES, DIGEST_TICK)},
+                     for name in (SEND_OUTBOUND, SWEEP_OUTBOX, SWEEP_DELIVERIES, DIGEST_TICK, SEND_SCHEDULED)},
         task_time_limit=600,
         beat_schedule=_beat_schedule(app.config),
         beat_schedule_filename=str(app.config["INSTANCE_DIR"] / "celerybeat-schedule"),
@@ -69,6 +70,8 @@ def _beat_schedule(config) -> dict:
     schedule = {
         "sweep-outbox": {"task": SWEEP_OUTBOX, "schedule": config["OUTBOX_SWEEP_SECONDS"]},
         "sweep-deliveries": {"task": SWEEP_DELIVERIES, "schedule": config["DELIVERY_SWEEP_SECONDS"]},
+        # Digests an operator scheduled for a time of their choosing.
+        "send-scheduled-digests": {"task": SEND_SCHEDULED, "schedule": 60.0},
     }
     if config["FEED_URLS"]:
         schedule["fetch-feeds"] = {"task": FETCH_FEEDS, "schedule": config["FEED_FETCH_SECONDS"]}

@@ -3,8 +3,9 @@
 from celery import shared_task
 
 from newsletter.clock import now
-from newsletter.queue import DIGEST_TICK, FETCH_FEEDS, SEND_BATCH, SEND_OUTBOUND, SWEEP_DELIVERIES, SWEEP_OUTBOX
-from newsletter.services import delivery, feeds, outbox, schedule
+from newsletter.queue import (DIGEST_TICK, FETCH_FEEDS, SEND_BATCH, SEND_OUTBOUND, SEND_SCHEDULED, SWEEP_DELIVERIES,
+                              SWEEP_OUTBOX)
+from newsletter.services import delivery, digests, feeds, outbox, schedule
 
 
 @shared_task(name=SEND_OUTBOUND)
@@ -35,3 +36,8 @@ def digest_schedule_tick() -> int | None:
 @shared_task(name=FETCH_FEEDS)
 def fetch_feeds() -> list[str]:
     return [report.describe() for report in feeds.fetch_configured(now())]
+
+
+@shared_task(name=SEND_SCHEDULED)
+def send_scheduled_digests() -> list[int]:
+    return digests.send_due_scheduled(now())

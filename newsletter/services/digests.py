@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, update
 
 from ..errors import InvalidInput
 from ..extensions import db
@@ -14,11 +14,14 @@ from ..mail.digest import SAMPLE_READER, one_line, render_digest
 from ..mail.transport import SmtpConnection, parse_smtp_urls
 from ..models import DIGEST_SENT_STATES, Article, Digest, DigestArticle, DigestStatus, Subscriber
 from ..validation import normalize_email, reject_control_characters
+from . import delivery, operators
 
 # A digest carries at most this many articles, the newest; the others wait for the next one.
 # Past about 100 kB of HTML Gmail clips a message, and the unsubscribe footer with it.
 MAX_ARTICLES = 30
 MAX_SUBJECT_LENGTH = 200  # Digest.subject
+MAX_INTRO_LENGTH = 5000
+EDITABLE = (DigestStatus.DRAFT, DigestStatus.SCHEDULED)  # not gone out yet
 
 _NEWEST_FIRST = (func.coalesce(Article.published_at, Article.created_at).desc(), Article.id.desc())
 
@@ -125,3 +128,93 @@ def send_test_copy(digest_id: int, address: str, now: datetime) -> str:
                         timeout=current_app.config["SMTP_TIMEOUT"]) as connection:
         connection.send(message, sender_address(), email)
     return rendered.subject
+
+
+# --- composing by hand and scheduling (the console) ------------------------------------------
+# These add rows to the session and leave the commit to the caller, which audits in the same transaction.
+
+
+def compose_draft(article_ids: list[int], subject: str | None, intro: str | None, now: datetime) -> Digest:
+    """A draft carrying exactly these articles, in this order. Raises InvalidInput."""
+    subject = _checked_subject(subject)
+    intro = _checked_intro(intro)
+    if not article_ids:
+        raise InvalidInput("articles", "Choose at least one article.")
+    if len(article_ids) > MAX_ARTICLES:
+        raise InvalidInput("articles", f"A digest carries at most {MAX_ARTICLES} articles: longer "
+                                       "messages are clipped by Gmail, and the unsubscribe footer with them.")
+    if len(set(article_ids)) != len(article_ids):
+        raise InvalidInput("articles", "Each article can appear only once.")
+    found = {article.id: article for article in db.session.scalars(
+        select(Article).where(Article.id.in_(article_ids), Article.hidden.is_(False)))}
+    gone = [str(article_id) for article_id in article_ids if article_id not in found]
+    if gone:
+        raise InvalidInput("articles", f"Article {', '.join(gone)} no longer exists or was hidden; "
+                                       "reload the page and choose again.")
+    chosen = [found[article_id] for article_id in article_ids]
+    digest = Digest(subject=subject or default_subject(chosen), intro=intro,
+                    status=DigestStatus.DRAFT, created_at=now)
+    digest.items = [DigestArticle(article=article, position=position) for position, article in enumerate(chosen)]
+    db.session.add(digest)
+    db.session.flush()
+    return digest
+
+
+def edit_draft(digest: Digest, subject: str | None, intro: str | None) -> str:
+    """New subject and intro for a digest that has not gone out. An empty subject gets the default.
+    Returns the subject."""
+    subject = _checked_subject(subject) or default_subject(digest.articles)
+    intro = _checked_intro(intro)
+    # Conditional: a send that started since the page was shown wins, and the text it sends stays.
+    changed = db.session.execute(
+        update(Digest).where(Digest.id == digest.id, Digest.status.in_(EDITABLE)).values(subject=subject, intro=intro)
+    ).rowcount
+    if not changed:
+        db.session.rollback()
+        raise InvalidInput("digest", f"Digest {digest.id} is {digest.status.value}; only a draft or a "
+                                     "scheduled digest can be changed.")
+    return subject
+
+
+def schedule(digest: Digest, when: datetime, now: datetime) -> None:
+    """Send a draft (or move a scheduled digest) at `when`, an aware datetime in the future."""
+    if when <= now:
+        raise InvalidInput("when", "That time has passed: choose a later one, or send now.")
+    moved = db.session.execute(
+        update(Digest).where(Digest.id == digest.id, Digest.status.in_(EDITABLE))
+        .values(status=DigestStatus.SCHEDULED, scheduled_for=when)
+    ).rowcount
+    if not moved:
+        db.session.rollback()
+        raise InvalidInput("digest", f"Digest {digest.id} is {digest.status.value}; only a draft or a "
+                                     "scheduled digest can be scheduled.")
+
+
+def send_due_scheduled(now: datetime) -> list[int]:
+    """Start every scheduled digest whose time has come (beat, every minute). Returns their ids.
+
+    start_sending moves a digest out of `scheduled` with one conditional UPDATE, so two ticks that
+    overlap start each digest once; the loser is told it is no longer scheduled and moves on.
+    """
+    due = db.session.scalars(
+        select(Digest.id).where(Digest.status == DigestStatus.SCHEDULED, Digest.scheduled_for <= now)
+        .order_by(Digest.scheduled_for, Digest.id)
+    ).all()
+    started = []
+    for digest_id in due:
+        try:
+            total = delivery.start_sending(digest_id, now)
+        except InvalidInput:  # sent, cancelled or started by another tick meanwhile
+            db.session.rollback()
+            continue
+        operators.audit(None, "digest.send", f"digest:{digest_id}", {"total": total, "scheduled": True}, None, now)
+        db.session.commit()
+        started.append(digest_id)
+    return started
+
+
+def _checked_intro(intro: str | None) -> str | None:
+    intro = (intro or "").replace("\r\n", "\n").strip()
+    if len(intro) > MAX_INTRO_LENGTH:
+        raise InvalidInput("intro", f"The introduction is too long (at most {MAX_INTRO_LENGTH} characters).")
+    return intro or None

@@ -1,0 +1,292 @@
+"""The console's subscriber pages: the list (search, filter, keyset pages), one subscriber with
+their consent ledger, and the admin's data tools: CSV import and export, GDPR export and erasure.
+
+Viewers read; only admins move personal data in or out, or erase it. Every one of those actions is
+audited and committed before the response goes out. Exports are POSTs with the CSRF token: an
+export is an audited disclosure, which a link, a prefetch or another site's <img> must not trigger.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from ..auth import requires
+from ..clock import now
+from ..errors import InvalidInput
+from ..extensions import db
+from ..models import Delivery, OutboundEmail, Role, Subscriber, SubscriberStatus
+from ..queue import SEND_OUTBOUND, enqueue
+from ..services import gdpr, operators, subscriptions
+from ..services.importer import ImportReport, import_csv
+from ..validation import consent_given
+
+bp = Blueprint("console_subscribers", __name__, url_prefix="/console/subscribers")
+
+PAGE_SIZE = 50
+MAX_SEARCH = 254
+MAX_ID = 2**31 - 1  # beyond an INTEGER column: no such row, and no overflow in the driver
+EXPORT_BATCH = 1000  # rows per fetch from the database and per chunk of the response
+EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at")
+SHOWN_BAD_ROWS = 500
+# A cell starting with one of these is a formula to Excel and LibreOffice (CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@bp.context_processor
+def _permissions() -> dict:
+    return {"is_admin": current_user.is_authenticated and current_user.role.allows(Role.ADMIN)}
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+@bp.get("/")
+@requires(Role.VIEWER)
+def index():
+    search = request.args.get("q", "").strip().lower()[:MAX_SEARCH]
+    status = _status_filter(request.args.get("status", ""))
+    conditions = []
+    if search:
+        conditions.append(Subscriber.email.contains(search, autoescape=True))  # addresses are stored lower-case
+    if status is not None:
+        conditions.append(Subscriber.status == status)
+    page, older, newer = _keyset_page(conditions, _id_arg("before"), _id_arg("after"))
+    by_status = dict(db.session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all())
+    matching = (db.session.scalar(select(func.count()).select_from(Subscriber).where(*conditions))
+                if conditions else sum(by_status.values()))
+    return render_template(
+        "console/subscribers/index.html", subscribers=page, older=older, newer=newer, search=search,
+        status=status.value if status else "", statuses=[s.value for s in SubscriberStatus],
+        by_status={s.value: by_status.get(s, 0) for s in SubscriberStatus}, total=sum(by_status.values()),
+        matching=matching,
+    )
+
+
+def _status_filter(raw: str) -> SubscriberStatus | None:
+    if not raw:
+        return None
+    try:
+        return SubscriberStatus(raw)
+    except ValueError:
+        flash(f"There is no status {raw[:30]!r}; showing every status.", "error")
+        return None
+
+
+def _keyset_page(conditions, before: int | None, after: int | None):
+    """One page, newest first, and the ids to continue from: `older` (the `before` of the next
+    page) and `newer` (the `after` of the previous one), None when nothing is that way.
+
+    Keyset on the primary key: `id < before` (or `id > after` walking back) reads one page from the
+    index however deep it is, where OFFSET would read and skip every row before it.
+    """
+    query = select(Subscriber).where(*conditions).limit(PAGE_SIZE + 1)
+    if after is not None and before is None:
+        rows = db.session.scalars(query.where(Subscriber.id > after).order_by(Subscriber.id)).all()
+        page = list(reversed(rows[:PAGE_SIZE]))
+        more_newer, more_older = len(rows) > PAGE_SIZE, _exists(conditions, Subscriber.id <= after)
+    else:
+        if before is not None:
+            query = query.where(Subscriber.id < before)
+        rows = db.session.scalars(query.order_by(Subscriber.id.desc())).all()
+        page = rows[:PAGE_SIZE]
+        more_older = len(rows) > PAGE_SIZE
+        more_newer = before is not None and _exists(conditions, Subscriber.id >= before)
+    older = page[-1].id if page and more_older else None
+    newer = page[0].id if page and more_newer else None
+    return page, older, newer
+
+
+def _id_arg(name: str) -> int | None:
+    value = request.args.get(name, "")
+    if not (value.isascii() and value.isdigit() and len(value) <= 10):
+        return None
+    return int(value) if int(value) <= MAX_ID else None
+
+
+def _exists(conditions, bound) -> bool:
+    return db.session.scalar(select(Subscriber.id).where(*conditions, bound).limit(1)) is not None
+
+
+@bp.get("/<int:subscriber_id>")
+@requires(Role.VIEWER)
+def show(subscriber_id):
+    subscriber = _subscriber_or_404(subscriber_id)
+    deliveries = dict(db.session.execute(select(Delivery.status, func.count())
+                                         .where(Delivery.subscriber_id == subscriber_id)
+                                         .group_by(Delivery.status)).all())
+    emails = db.session.scalar(select(func.count()).select_from(OutboundEmail)
+                               .where(OutboundEmail.subscriber_id == subscriber_id))
+    return render_template("console/subscribers/show.html", subscriber=subscriber,
+                           record=subscriptions.consent_record(subscriber.email),
+                           deliveries={status.value: n for status, n in deliveries.items()}, emails=emails)
+
+
+# --- CSV import ----------------------------------------------------------------------------------
+
+
+@bp.route("/import", methods=["GET", "POST"])
+@requires(Role.ADMIN)
+def import_form():
+    if request.method == "GET":
+        return render_template("console/subscribers/import.html", form={})
+    source = request.form.get("consent_source", "").strip()
+    confirmed = consent_given(request.form.get("confirmed"))
+    upload = request.files.get("file")
+    try:
+        if not source:
+            raise InvalidInput("consent_source", "Say where these people gave their consent (a form, an event, "
+                                                 "the tool the list comes from): it is recorded with each of them.")
+        if upload is None or not upload.filename:
+            raise InvalidInput("file", "Choose a CSV file to import.")
+        _check_readable_csv(upload.stream)
+        report = import_subscribers(upload.stream, source, confirmed, now())
+    except InvalidInput as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return render_template("console/subscribers/import.html", form=request.form), 400
+    operators.audit(current_user, "subscribers.import", None, {
+        "consent_source": source, "confirmed": confirmed, "imported": report.imported,
+        "skipped_existing": report.skipped_existing, "skipped_suppressed": report.skipped_suppressed,
+        "skipped_duplicate": report.skipped_duplicate, "bad_rows": len(report.errors),
+    }, request.remote_addr, now())
+    db.session.commit()
+    flash(f"Imported {report.imported:,} subscribers"
+          f" ({'confirmed' if confirmed else 'pending, each sent a confirmation email'}).", "notice")
+    if report.errors:
+        flash(f"{len(report.errors):,} rows could not be imported; they are listed below by line.", "error")
+    return render_template("console/subscribers/import.html", form={}, report=report, confirmed=confirmed,
+                           bad_rows=report.errors[:SHOWN_BAD_ROWS])
+
+
+def import_subscribers(stream, consent_source: str, confirmed: bool, now: datetime) -> ImportReport:
+    """The CLI's rules (`subscribers import`): pending people get a confirmation through the
+    outbox, and the workers are woken after the commits."""
+    handle = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        report = import_csv(handle, consent_source, confirmed, now,
+                            queue_confirmation=None if confirmed else subscriptions.queue_confirmation)
+    finally:
+        handle.detach()  # the upload's stream belongs to the request
+    for outbound_id in report.confirmation_ids:
+        if not enqueue(SEND_OUTBOUND, outbound_id):
+            break  # the outbox sweeper sends the rest once the broker is back
+    return report
+
+
+def _check_readable_csv(stream) -> None:
+    """Read the whole upload once before importing: a file that is not UTF-8 or not CSV must be
+    refused before the first batch is committed, not halfway through."""
+    def decoded_lines():
+        # Line by line, so the message names the line (UTF-8 never has a newline inside a character).
+        for number, raw in enumerate(stream, start=1):
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput("file", f"Line {number} of the file is not UTF-8 text. Save the file as "
+                                           "“CSV UTF-8” and try again.") from None
+
+    stream.seek(0)
+    reader = csv.reader(decoded_lines())
+    try:
+        for _ in reader:
+            pass
+    except csv.Error as error:
+        raise InvalidInput("file", f"The file is not a readable CSV file (line {reader.line_num}): {error}.") from None
+    stream.seek(0)
+
+
+# --- CSV export ----------------------------------------------------------------------------------
+
+
+@bp.post("/export.csv")
+@requires(Role.ADMIN)
+def export_csv():
+    clock = now()
+    total = db.session.scalar(select(func.count()).select_from(Subscriber))
+    operators.audit(current_user, "subscribers.export", None, {"rows": total}, request.remote_addr, clock)
+    db.session.commit()
+    response = Response(_csv_chunks(db.engine), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="subscribers-{clock:%Y%m%d-%H%M%S}.csv"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _csv_chunks(engine):
+    """The file, a batch of rows at a time. It reads through a connection of its own, not the
+    request's session: the response outlives the request, and a download that is abandoned midway
+    just closes the generator, and with it the connection."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_COLUMNS)
+    query = (select(Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.created_at,
+                    Subscriber.confirmed_at, Subscriber.unsubscribed_at).order_by(Subscriber.id))
+    with engine.connect() as connection:
+        # yield_per streams from the database (a server-side cursor on PostgreSQL): one batch in memory.
+        result = connection.execution_options(yield_per=EXPORT_BATCH).execute(query)
+        for batch in result.partitions():
+            for row in batch:
+                writer.writerow((row.email, _cell(row.name), row.status.value, _iso(row.created_at),
+                                 _iso(row.confirmed_at), _iso(row.unsubscribed_at)))
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _cell(text: str | None) -> str:
+    """Free text a stranger typed (the name) cannot become a spreadsheet formula."""
+    if not text:
+        return ""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat().replace("+00:00", "Z") if value else ""
+
+
+# --- GDPR ----------------------------------------------------------------------------------------
+
+
+@bp.post("/<int:subscriber_id>/export.json")
+@requires(Role.ADMIN)
+def gdpr_export(subscriber_id):
+    _subscriber_or_404(subscriber_id)
+    data = gdpr.export_person(subscriber_id)
+    clock = now()
+    data["exported_at"] = _iso(clock)
+    operators.audit(current_user, "subscribers.gdpr_export", f"subscriber:{subscriber_id}", None,
+                    request.remote_addr, clock)
+    db.session.commit()
+    response = Response(json.dumps(data, indent=2, ensure_ascii=False), mimetype="application/json")
+    response.headers["Content-Disposition"] = f'attachment; filename="subscriber-{subscriber_id}.json"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/<int:subscriber_id>/erase")
+@requires(Role.ADMIN)
+def erase(subscriber_id):
+    subscriber = _subscriber_or_404(subscriber_id)
+    typed = request.form.get("confirm_email", "").strip().lower()
+    if typed != subscriber.email:
+        flash("Nothing was erased: type the subscriber's email address exactly, to show it is the right "
+              "person.", "error")
+        return redirect(url_for("console_subscribers.show", subscriber_id=subscriber_id))
+    gdpr.erase_person(subscriber_id, now(), current_user, request.remote_addr)
+    flash(f"Subscriber {subscriber_id} erased with all their data. Their address is kept only as a "
+          "keyed hash on the suppression list, so it is never mailed again.", "notice")
+    return redirect(url_for("console_subscribers.index"))
+
+
+def _subscriber_or_404(subscriber_id: int) -> Subscriber:
+    subscriber = db.session.get(Subscriber, subscriber_id) if subscriber_id <= MAX_ID else None
+    if subscriber is None:
+        abort(404)
+    return subscriber

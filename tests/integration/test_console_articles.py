@@ -1,0 +1,216 @@
+"""The console's article pages through the real forms, on SQLite and PostgreSQL: the list, hiding
+and unhiding, "fetch feeds now" (with real feeds on loopback, and with none configured); roles and CSRF."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from html import unescape
+
+import pytest
+from sqlalchemy import func, select
+
+from newsletter.extensions import db
+from newsletter.models import Article, AuditEvent
+from newsletter.services import digests, operators
+
+from ..conftest import form_fields
+from .test_articles import FeedHost
+
+PASSWORD = "a-long-enough-password"
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def log_in(client, email) -> None:
+    token = form_fields(client.get("/console/login").get_data(as_text=True))["csrf_token"]
+    response = client.post("/console/login", data={"csrf_token": token, "email": email, "password": PASSWORD})
+    assert response.status_code == 302, response.get_data(as_text=True)
+
+
+def csrf(client) -> str:
+    return form_fields(client.get("/console/articles/").get_data(as_text=True))["csrf_token"]
+
+
+def post(client, path, data=None, **kwargs):
+    return client.post(path, data={"csrf_token": csrf(client), **(data or {})}, **kwargs)
+
+
+def flashes(response) -> list[str]:
+    return [unescape(re.sub(r"\s+", " ", m)) for m in re.findall(r'<p class="flash [^"]*" role="status">(.*?)</p>',
+                                                        response.get_data(as_text=True), re.S)]
+
+
+def listed_titles(response) -> list[str]:
+    return [unescape(title) for title in re.findall(r'<a href="[^"]+" target="_blank" rel="noopener noreferrer">'
+                                                    r'([^<]+)</a>', response.get_data(as_text=True))]
+
+
+def add_article(clock, title, hours_ago=0, published=True) -> int:
+    when = clock() - timedelta(hours=hours_ago)
+    url = f"https://news.example.org/a/{title.lower().replace(' ', '-')}"
+    article = Article(key=url, url=url, title=title, summary_html="", published_at=when if published else None,
+                      created_at=when, updated_at=when, hidden=False, source="https://news.example.org/feed")
+    db.session.add(article)
+    db.session.commit()
+    return article.id
+
+
+def audit_actions() -> list[tuple[str, str | None]]:
+    return [(e.action, e.target) for e in db.session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+            if e.action.startswith("article")]
+
+
+@pytest.fixture
+def people(app, clock):
+    with app.app_context():
+        for role in ("viewer", "editor"):
+            operators.create_operator(f"{role}@example.org", role, PASSWORD, clock())
+
+
+@pytest.fixture
+def editor(app, people):
+    client = app.test_client()
+    log_in(client, "editor@example.org")
+    return client
+
+
+@pytest.fixture
+def viewer(app, people):
+    client = app.test_client()
+    log_in(client, "viewer@example.org")
+    return client
+
+
+@pytest.fixture(scope="module")
+def feed_server():
+    host = FeedHost()
+    host.thread.start()
+    yield host
+    host.release.set()
+    host.server.shutdown()
+    host.server.server_close()
+
+
+@pytest.fixture
+def feed_host(feed_server):
+    feed_server.reset()
+    yield feed_server
+    feed_server.reset()
+
+
+# --- the list --------------------------------------------------------------------------------------
+
+
+def test_list_is_newest_first_and_paginated_and_viewers_only_read(app, viewer, clock):
+    with app.app_context():
+        for n in range(55):
+            add_article(clock, f"Story {n:02d}", hours_ago=n + 1)
+        add_article(clock, "Added just now, no date", published=False)
+        add_article(clock, "Old but added last", hours_ago=100)
+
+    first = viewer.get("/console/articles/")
+    assert first.status_code == 200
+    titles = listed_titles(first)
+    assert titles[:3] == ["Added just now, no date", "Story 00", "Story 01"]  # published, else added
+    assert len(titles) == 50
+    second = viewer.get("/console/articles/?page=2")
+    assert listed_titles(second) == [f"Story {n:02d}" for n in range(49, 55)] + ["Old but added last"]
+    assert "Page 2 of 2" in second.get_data(as_text=True)
+    html = first.get_data(as_text=True)
+    assert "57 articles, 0 hidden" in html
+    assert "Fetch feeds now" not in html and ">Hide<" not in html  # editors only
+    for page in ("0", "-1", "x", "99999999", "%C2%B2"):
+        assert viewer.get(f"/console/articles/?page={page}").status_code == 200
+
+
+# --- hide and unhide ---------------------------------------------------------------------------------
+
+
+def test_editor_hides_and_unhides_an_article_from_digests(app, editor, clock):
+    with app.app_context():
+        article_id = add_article(clock, "Takedown me", hours_ago=1)
+        add_article(clock, "Keep me", hours_ago=2)
+
+    response = post(editor, f"/console/articles/{article_id}/hide", {"page": "1"})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/console/articles/"
+    page = editor.get(response.headers["Location"])
+    assert "“Takedown me” is hidden: digests leave it out from now on." in flashes(page)
+    assert '<tr class="hidden-article">' in page.get_data(as_text=True)
+    assert ">Unhide<" in page.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(Article, article_id).hidden is True
+        assert [a.title for a in digests.new_articles()] == ["Keep me"]
+
+    post(editor, f"/console/articles/{article_id}/hide")  # again: nothing changes, nothing audited twice
+    response = post(editor, f"/console/articles/{article_id}/unhide", {"page": "2"}, follow_redirects=True)
+    assert "“Takedown me” can go into digests again." in flashes(response)
+    with app.app_context():
+        assert db.session.get(Article, article_id).hidden is False
+        assert [a.title for a in digests.new_articles()] == ["Takedown me", "Keep me"]
+        target = f"article:{article_id}"
+        assert audit_actions() == [("article.hide", target), ("article.unhide", target)]
+    assert post(editor, "/console/articles/999999/hide").status_code == 404
+
+
+# --- fetch now ----------------------------------------------------------------------------------------
+
+
+def test_fetch_now_with_no_feeds_configured_says_so_and_changes_nothing(app, editor):
+    app.config["FEED_URLS"] = []
+    response = post(editor, "/console/articles/fetch")
+    assert response.status_code == 302
+    [message] = flashes(editor.get(response.headers["Location"]))
+    assert message.startswith("No feeds are configured, so there is nothing to fetch: set FEED_URLS")
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Article)) == 0
+        assert audit_actions() == []
+
+
+def test_fetch_now_fetches_every_configured_feed_and_reports_each(app, editor, feed_host):
+    good = feed_host.serve("/blog.rss", "blog.rss")
+    missing = feed_host.url("/gone.rss")
+    app.config["FEED_URLS"] = [good, missing]
+
+    response = post(editor, "/console/articles/fetch")
+    assert response.status_code == 200
+    lines = [unescape(line) for line in re.findall(r'<li class="(?:ok|failed)">(.*?)</li>',
+                                                   response.get_data(as_text=True), re.S)]
+    assert lines == [f"feed {good}: 3 new, 0 updated, 0 unchanged", f"feed {missing}: failed: HTTP 404 Not Found"]
+    assert '<li class="failed">' in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Article)) == 3
+        [event] = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "articles.fetch")).all()
+        assert event.operator.email == "editor@example.org"
+        assert event.detail == '{"feeds": 2, "failed": 1, "created": 3, "updated": 0}'
+    assert len(listed_titles(editor.get("/console/articles/"))) == 3
+
+
+# --- roles and CSRF ----------------------------------------------------------------------------------
+
+
+def test_viewers_cannot_fetch_hide_or_unhide(app, viewer, clock):
+    with app.app_context():
+        article_id = add_article(clock, "Stay visible")
+    for path in ("/console/articles/fetch", f"/console/articles/{article_id}/hide",
+                 f"/console/articles/{article_id}/unhide"):
+        assert post(viewer, path).status_code == 403, path
+    with app.app_context():
+        assert db.session.get(Article, article_id).hidden is False
+        assert audit_actions() == []
+
+
+def test_every_form_without_the_csrf_token_is_refused_and_changes_nothing(app, editor, clock):
+    app.config["FEED_URLS"] = []
+    with app.app_context():
+        article_id = add_article(clock, "Stay visible")
+    for path in ("/console/articles/fetch", f"/console/articles/{article_id}/hide",
+                 f"/console/articles/{article_id}/unhide"):
+        response = editor.post(path, data={"page": "1"})
+        assert response.status_code == 400, path
+        assert "security token" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(Article, article_id).hidden is False
+        assert audit_actions() == []
