@@ -39,7 +39,9 @@ def _login_rate_limit() -> str:
 
 def _safe_next(target: str | None) -> str:
     # Only a path on this site: never an open redirect to another host.
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+    # Browsers read "/\\host" as "//host": backslashes and control characters are refused too.
+    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and target.isprintable() and not urlsplit(target).netloc):
         return target
     return url_for("console.dashboard")
 
