@@ -77,7 +77,8 @@ def dashboard():
     since = days[0]
     by_status = dict(db.session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all())
     per_day = {
-        "signups": _per_day(ConsentEvent.occurred_at, since, ConsentEvent.kind == ConsentKind.CONFIRMED),
+        "signups": _per_day(ConsentEvent.occurred_at, since,
+                            ConsentEvent.kind.in_([ConsentKind.CONFIRMED, ConsentKind.IMPORTED])),
         "unsubscribes": _per_day(ConsentEvent.occurred_at, since, ConsentEvent.kind == ConsentKind.UNSUBSCRIBED),
         "deliveries": _per_day(Delivery.sent_at, since),
     }
