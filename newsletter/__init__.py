@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from flask import Flask
+from flask import Flask, has_request_context
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -58,8 +58,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .views.security import register_security_headers
 
     register_error_handlers(app)
-    app.context_processor(lambda: {"console_nav": [(endpoint, label) for endpoint, label in CONSOLE_SECTIONS
-                                                   if endpoint in app.view_functions]})
+    app.context_processor(_console_context(app))
     register_security_headers(app)
     logging.basicConfig(level=logging.INFO)
     return app
@@ -73,6 +72,24 @@ def _refuse_default_secret(app: Flask) -> None:
             "Set SECRET_KEY to a long random value, e.g. "
             "SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))')."
         )
+
+
+def _console_context(app: Flask):
+    """What every console page may ask: the menu, and what the operator's role lets them do."""
+    from flask_login import current_user
+
+    from .models import Role
+
+    def context() -> dict:
+        user = current_user if has_request_context() else None  # emails render outside requests
+        role = user.role if user is not None and user.is_authenticated else None
+        return {
+            "console_nav": [(endpoint, label) for endpoint, label in CONSOLE_SECTIONS if endpoint in app.view_functions],
+            "can_edit": role is not None and role.allows(Role.EDITOR),
+            "is_admin": role is not None and role.allows(Role.ADMIN),
+        }
+
+    return context
 
 
 def _check_settings(app: Flask) -> None:

@@ -197,3 +197,13 @@ class Visitor:
 @pytest.fixture
 def visitor(client, clock):
     return Visitor(client, clock)
+
+
+OPERATOR_PASSWORD = "a-long-enough-password"
+
+
+def log_in(client, email, password=OPERATOR_PASSWORD) -> None:
+    """Log a test client in to the console the way a browser does (the form's CSRF token)."""
+    token = form_fields(client.get("/console/login").get_data(as_text=True))["csrf_token"]
+    response = client.post("/console/login", data={"csrf_token": token, "email": email, "password": password})
+    assert response.status_code == 302, response.get_data(as_text=True)

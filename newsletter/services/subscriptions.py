@@ -206,19 +206,21 @@ def consent_record(email: str) -> dict:
         "created_at": _iso(subscriber.created_at),
         "confirmed_at": _iso(subscriber.confirmed_at),
         "unsubscribed_at": _iso(subscriber.unsubscribed_at),
-        "events": [
-            {
-                "kind": event.kind.value,
-                "at": _iso(event.occurred_at),
-                "ip": event.ip,
-                "user_agent": event.user_agent,
-                "source": event.source,
-                "terms_version": event.terms.version if event.terms else None,
-                "terms_sha256": event.terms_sha256,
-                "checkbox_value": event.checkbox_value,
-            }
-            for event in subscriber.events
-        ],
+        "events": [event_record(event) for event in subscriber.events],
+    }
+
+
+def event_record(event: ConsentEvent) -> dict:
+    """One consent event as data: what, when, from where, and the exact terms agreed to."""
+    return {
+        "kind": event.kind.value,
+        "at": _iso(event.occurred_at),
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "source": event.source,
+        "terms_version": event.terms.version if event.terms else None,
+        "terms_sha256": event.terms_sha256,
+        "checkbox_value": event.checkbox_value,
     }
 
 

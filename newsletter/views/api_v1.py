@@ -231,19 +231,7 @@ def subscriber_json(subscriber: Subscriber, with_events: bool = False) -> dict:
         "unsubscribed_at": _iso(subscriber.unsubscribed_at),
     }
     if with_events:
-        body["consent_events"] = [
-            {
-                "kind": event.kind.value,
-                "at": _iso(event.occurred_at),
-                "ip": event.ip,
-                "user_agent": event.user_agent,
-                "source": event.source,
-                "terms_version": event.terms.version if event.terms else None,
-                "terms_sha256": event.terms_sha256,
-                "checkbox_value": event.checkbox_value,
-            }
-            for event in subscriber.events
-        ]
+        body["consent_events"] = [subscriptions.event_record(event) for event in subscriber.events]
     return body
 
 

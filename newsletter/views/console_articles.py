@@ -23,10 +23,6 @@ MAX_ID = 2**31 - 1
 _SORT_TIME = func.coalesce(Article.published_at, Article.created_at)  # as digests: published, else added
 
 
-@bp.context_processor
-def _permissions() -> dict:
-    return {"can_edit": current_user.is_authenticated and current_user.role.allows(Role.EDITOR)}
-
 
 @bp.get("/")
 @requires(Role.VIEWER)

@@ -60,10 +60,6 @@ def local_time(value: str, zone_name: str) -> datetime:
 # --- pages -------------------------------------------------------------------------------------
 
 
-@bp.context_processor
-def _permissions() -> dict:
-    return {"can_edit": current_user.is_authenticated and current_user.role.allows(Role.EDITOR)}
-
 
 @bp.get("/")
 @requires(Role.VIEWER)

@@ -39,10 +39,6 @@ SHOWN_BAD_ROWS = 500
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-@bp.context_processor
-def _permissions() -> dict:
-    return {"is_admin": current_user.is_authenticated and current_user.role.allows(Role.ADMIN)}
-
 
 # --- reading -------------------------------------------------------------------------------------
 

@@ -14,19 +14,13 @@ from newsletter.extensions import db
 from newsletter.models import Article, AuditEvent
 from newsletter.services import digests, operators
 
-from ..conftest import form_fields
+from ..conftest import OPERATOR_PASSWORD, form_fields, log_in
 from .test_articles import FeedHost
 
-PASSWORD = "a-long-enough-password"
+PASSWORD = OPERATOR_PASSWORD
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def log_in(client, email) -> None:
-    token = form_fields(client.get("/console/login").get_data(as_text=True))["csrf_token"]
-    response = client.post("/console/login", data={"csrf_token": token, "email": email, "password": PASSWORD})
-    assert response.status_code == 302, response.get_data(as_text=True)
 
 
 def csrf(client) -> str:

@@ -25,9 +25,9 @@ from newsletter.models import (
 from newsletter.services import delivery, operators
 from newsletter.services.digests import send_due_scheduled
 
-from ..conftest import form_fields
+from ..conftest import OPERATOR_PASSWORD, form_fields, log_in
 
-PASSWORD = "a-long-enough-password"
+PASSWORD = OPERATOR_PASSWORD
 READERS = [f"reader{i}@example.com" for i in range(4)]
 
 
@@ -47,12 +47,6 @@ def add_draft(clock, article_ids, subject="This week") -> int:
     db.session.add(digest)
     db.session.commit()
     return digest.id
-
-
-def log_in(client, email) -> None:
-    token = form_fields(client.get("/console/login").get_data(as_text=True))["csrf_token"]
-    response = client.post("/console/login", data={"csrf_token": token, "email": email, "password": PASSWORD})
-    assert response.status_code == 302, response.get_data(as_text=True)
 
 
 def csrf(client, path="/console/digests/") -> str:

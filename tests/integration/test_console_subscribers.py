@@ -30,19 +30,13 @@ from newsletter.models import (
 )
 from newsletter.services import operators, suppression
 
-from ..conftest import form_fields
+from ..conftest import OPERATOR_PASSWORD, form_fields, log_in
 
-PASSWORD = "a-long-enough-password"
+PASSWORD = OPERATOR_PASSWORD
 ADA = "ada@example.com"
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def log_in(client, email) -> None:
-    token = form_fields(client.get("/console/login").get_data(as_text=True))["csrf_token"]
-    response = client.post("/console/login", data={"csrf_token": token, "email": email, "password": PASSWORD})
-    assert response.status_code == 302, response.get_data(as_text=True)
 
 
 def csrf(client) -> str:

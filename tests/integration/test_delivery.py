@@ -2,7 +2,6 @@
 4xx deferred and retried, 5xx failed, unknown users suppressed, pause/resume/cancel."""
 
 import json
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -11,7 +10,6 @@ from newsletter.extensions import db
 from newsletter.models import (
     Article,
     Delivery,
-    DeliveryStatus,
     Digest,
     DigestArticle,
     DigestStatus,

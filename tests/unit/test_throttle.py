@@ -1,7 +1,6 @@
 """The send-rate bucket (in Redis, shared by all workers) and the adaptive throttle."""
 
 import pytest
-import redis
 
 from newsletter.services.throttle import AdaptiveThrottle, RedisBucket
 
