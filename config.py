@@ -88,7 +88,7 @@ class Config:
         # Bulk delivery.
         self.SEND_RATE = float(_env("SEND_RATE", "0"))  # messages per second across all workers; 0: no limit
         self.DELIVERY_BATCH_SIZE = int(_env("DELIVERY_BATCH_SIZE", "250"))  # deliveries per task
-        self.DELIVERY_CLAIM_SIZE = int(_env("DELIVERY_CLAIM_SIZE", "50"))  # deliveries per claim
+        self.DELIVERY_CLAIM_SIZE = int(_env("DELIVERY_CLAIM_SIZE", "250"))  # deliveries per claim
         self.DELIVERY_LEASE_SECONDS = int(_env("DELIVERY_LEASE_SECONDS", "300"))
         self.DELIVERY_RETRY_BASE_SECONDS = float(_env("DELIVERY_RETRY_BASE_SECONDS", "60"))  # first 4xx back-off
         self.DELIVERY_EXPIRY_SECONDS = int(_env("DELIVERY_EXPIRY_SECONDS", str(3 * 24 * 3600)))

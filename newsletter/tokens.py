@@ -1,6 +1,7 @@
 """Signed link tokens. One salt per purpose, so a confirm token never unsubscribes and vice versa."""
 
 from datetime import datetime
+from functools import lru_cache
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
@@ -13,10 +14,15 @@ SIGNUP_FORM = "newsletter.signup-form"
 
 
 def _serializer(purpose: str, now: datetime) -> URLSafeTimedSerializer:
-    # itsdangerous reads time.time(); give it the caller's clock so expiry is testable.
-    stamp = int(now.timestamp())
+    return _cached_serializer(current_app.config["SECRET_KEY"], purpose, int(now.timestamp()))
+
+
+@lru_cache(maxsize=64)
+def _cached_serializer(key: str, purpose: str, stamp: int) -> URLSafeTimedSerializer:
+    # itsdangerous reads time.time(); give it the caller's clock so expiry is testable. One per
+    # second and purpose: a digest's thousands of unsubscribe tokens a second share it.
     signer = type("ClockSigner", (TimestampSigner,), {"get_timestamp": lambda self: stamp})
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=purpose, signer=signer)
+    return URLSafeTimedSerializer(key, salt=purpose, signer=signer)
 
 
 def make(purpose: str, payload, now: datetime) -> str:
