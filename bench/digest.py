@@ -47,6 +47,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 
 from bench.render import NAMES, PARAGRAPH  # noqa: E402
+from config import Config, database_url  # noqa: E402
 from bench.sink import Sink  # noqa: E402
 from newsletter import create_app  # noqa: E402
 from newsletter.clock import utcnow  # noqa: E402
@@ -171,7 +172,7 @@ class Database:
     """A throw-away PostgreSQL database per run (or the one --database names, emptied after each run)."""
 
     def __init__(self, given: str | None):
-        self.given = given
+        self.given = database_url(given) if given else None
         self.admin = None if given else create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
 
     def create(self) -> str:
@@ -396,8 +397,9 @@ class Bench:
                     PYTHON, "-m", "bench.sink", "client", "--port", str(self.sink.port), "--count", str(shares[i]),
                     "--first", str(firsts[i]), "--message", str(path), "--sender", sender_of_mail_from()],
                     None, self.log_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+            deadline = time.monotonic() + self.args.timeout
             for client in clients:
-                if client.popen.stdout.readline().strip() != "ready":
+                if read_line(client, deadline).strip() != "ready":
                     raise RuntimeError(f"raw client did not connect:\n{client.log()}")
             start = time.perf_counter()
             for client in clients:
@@ -405,7 +407,7 @@ class Bench:
                 client.popen.stdin.flush()
             results = []
             for client in clients:
-                line = client.popen.stdout.readline()
+                line = read_line(client, deadline)
                 if not line:
                     raise RuntimeError(f"raw client failed:\n{client.log()}")
                 results.append(json.loads(line))
@@ -456,6 +458,16 @@ class Bench:
             raise RuntimeError(f"naive: not every email arrived exactly once: {sink} {check}")
         return {"n": n_sample, "seconds": done - start, "enqueue": enqueued - start, "rate": n_sample / (done - start),
                 "worker_cpu": worker_cpu, "bytes": sink["bytes"]}
+
+
+def read_line(proc: Proc, deadline: float) -> str:
+    """A line from a child's stdout, or a RuntimeError once `deadline` (time.monotonic) has passed."""
+    import select
+
+    ready, _, _ = select.select([proc.popen.stdout], [], [], max(0.0, deadline - time.monotonic()))
+    if not ready:
+        raise RuntimeError(f"{proc.name} said nothing before the deadline:\n{proc.log()}")
+    return proc.popen.stdout.readline()
 
 
 def sender_of_mail_from() -> str:
@@ -519,13 +531,22 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run before giving up")
     parser.add_argument("--logs", help="keep worker and sink logs in this directory")
     args = parser.parse_args()
+    # `timeout` and kill send SIGTERM: leave through the finally blocks (workers, sink, databases).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     n = args.subscribers
     w = args.workers * (args.concurrency if args.pool == "prefork" else 1)
     pool = "solo" if args.pool == "solo" else f"prefork --concurrency {args.concurrency}"
     print(f"digest bench: N={n:,}, {args.workers} worker process(es) `celery -A {args.worker_app} worker -Q "
           f"bulk,transactional --pool {pool}`, {w} SMTP connection(s); database "
           f"{'given' if args.database else 'PostgreSQL (throw-away)'}, broker {args.broker}; "
-          f"{os.cpu_count()} CPUs; worker settings {args.set or 'defaults'}", flush=True)
+          f"{os.cpu_count()} CPUs", flush=True)
+    defaults = Config()
+    settings = dict(item.split("=", 1) for item in args.set)
+    shown = {name: settings.get(name, getattr(defaults, name))
+             for name in ("DELIVERY_BATCH_SIZE", "DELIVERY_CLAIM_SIZE", "SEND_RATE")}
+    extra = {name: value for name, value in settings.items() if name not in shown}
+    print("worker settings: " + ", ".join(f"{name}={value}" for name, value in {**shown, **extra}.items())
+          + (" (from --set)" if settings else " (defaults)"), flush=True)
 
     with ExitStack() as stack:
         bench = Bench(args, stack)
