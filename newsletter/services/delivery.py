@@ -16,7 +16,6 @@ or a dead worker only delays rows, which the sweeper hands out again.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,7 +38,7 @@ from ..models import (
 )
 from ..queue import SEND_BATCH, enqueue, worker_id
 from . import suppression
-from .throttle import AdaptiveThrottle, rate_limiter
+from .throttle import AdaptiveThrottle, backoff, rate_limiter
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +157,6 @@ def _finish(delivery_id: int, values: dict) -> None:
         execution_options={"synchronize_session": False},
     )
     db.session.commit()
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """Exponential back-off with jitter: base, 2x, 4x ... (base 1 minute by default), at most 2 hours."""
-    base = current_app.config["DELIVERY_RETRY_BASE_SECONDS"]
-    return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), 7200) * random.uniform(0.8, 1.2))
 
 
 def is_no_such_user(error: PermanentMailError) -> bool:
@@ -346,7 +339,7 @@ def _defer(delivery: Claimed, person: _Person, now: datetime, error: str) -> str
                               "last_error": f"expired after {attempts} attempts: {error}"[:500]})
         return "failed"
     _finish(delivery.id, {"status": DeliveryStatus.DEFERRED, "attempts": attempts, "last_error": error[:500],
-                          "next_attempt_at": now + retry_delay(attempts)})
+                          "next_attempt_at": now + backoff(attempts, current_app.config["DELIVERY_RETRY_BASE_SECONDS"])})
     return "deferred"
 
 

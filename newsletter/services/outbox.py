@@ -9,7 +9,6 @@ SMTP's own (line lost between "." and "250"), and a retry then carries the same 
 from __future__ import annotations
 
 import logging
-import random
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -21,6 +20,7 @@ from ..mail.compose import sender_address
 from ..mail.transport import SmtpConnection, parse_smtp_urls
 from ..models import OutboundEmail, OutboundStatus
 from ..queue import SEND_OUTBOUND, enqueue, worker_id
+from .throttle import backoff
 
 log = logging.getLogger(__name__)
 SWEEP_GRACE = timedelta(seconds=10)  # leave freshly enqueued rows to the message that woke for them
@@ -43,12 +43,6 @@ def claim(outbound_id: int, now: datetime) -> OutboundEmail | None:
     ).rowcount
     db.session.commit()
     return db.session.get(OutboundEmail, outbound_id) if claimed else None
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """Exponential back-off with jitter: about 1, 2, 4 ... minutes, at most 2 hours."""
-    base = min(60 * 2 ** max(attempts - 1, 0), 7200)
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))
 
 
 def send_outbound(outbound_id: int, now: datetime, connection: SmtpConnection | None = None) -> str:
@@ -89,7 +83,7 @@ def _record_failure(row: OutboundEmail, now: datetime, error: str, permanent: bo
         row.status = OutboundStatus.FAILED
     else:
         row.status = OutboundStatus.DEFERRED
-        row.next_attempt_at = now + retry_delay(row.attempts)
+        row.next_attempt_at = now + backoff(row.attempts, 60)  # about 1, 2, 4 ... minutes
 
 
 def due_ids(now: datetime, limit: int = 1000) -> list[int]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
+from datetime import timedelta
 
 import redis
 from flask import Flask
@@ -22,6 +24,11 @@ redis.call('HSET', key, 'tokens', tokens, 'at', now_ms)
 redis.call('PEXPIRE', key, 60000)
 return wait
 """
+
+
+def backoff(attempts: int, base_seconds: float) -> timedelta:
+    """Exponential back-off with jitter after a temporary failure: base, 2x, 4x ..., at most 2 hours."""
+    return timedelta(seconds=min(base_seconds * 2 ** max(attempts - 1, 0), 7200) * random.uniform(0.8, 1.2))
 
 
 class NoLimit:
