@@ -73,6 +73,7 @@ def smtp(smtp_server):
     smtp_server.handler.received.clear()
     smtp_server.handler.attempts.clear()
     smtp_server.handler.holding.clear()
+    smtp_server.handler.mail_options.clear()
     smtp_server.handler.plan.__init__()
     return smtp_server
 

@@ -38,6 +38,10 @@ class Plan:
     # recipient -> event: DATA for them waits until the event is set (a send caught mid-way); a
     # message whose client is gone by then is not stored, as a real relay would not deliver it.
     hold: dict[str, threading.Event] = field(default_factory=dict)
+    # Offer PIPELINING (RFC 2920) in the EHLO reply, as Postfix, Exim and the big providers do;
+    # off, the client must wait for each reply.
+    pipelining: bool = True
+    mail: list[str] = field(default_factory=list)  # replies to MAIL FROM, one per attempt, then 250
 
 
 class ScriptedHandler:
@@ -47,11 +51,28 @@ class ScriptedHandler:
         self.lock = threading.Lock()
         self.attempts: dict[str, int] = {}
         self.holding: set[str] = set()  # recipients whose DATA is being held right now
+        self.mail_options: list[list[str]] = []  # the parameters of each MAIL FROM, in order
 
     def _next(self, table: dict[str, list[str]], address: str) -> str | None:
         with self.lock:
             replies = table.get(address.lower())
             return replies.pop(0) if replies else None
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.plan.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        with self.lock:
+            self.mail_options.append(list(mail_options))
+            reply = self.plan.mail.pop(0) if self.plan.mail else None
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self._next(self.plan.rcpt, address)

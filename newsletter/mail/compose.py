@@ -174,6 +174,10 @@ class BodyTemplate:
         self.fields = pieces[1::2]
         self._encoded_head = _qp(self.static[0])
         self._encoded = [(field, _qp(piece)) for field, piece in zip(self.fields, self.static[1:])]
+        # The same pieces as SMTP's DATA carries them. Every piece starts a line (after the part's
+        # headers or a soft break), so stuffing piece by piece equals stuffing the whole body.
+        self._stuffed_head = dot_stuff(self._encoded_head)
+        self._stuffed = [(field, dot_stuff(piece)) for field, piece in self._encoded]
 
     def fill(self, values: dict[str, str]) -> str:
         parts = [self.static[0]]
@@ -182,13 +186,26 @@ class BodyTemplate:
             parts.append(piece)
         return "".join(parts)
 
-    def encode(self, values: dict[str, str]) -> bytes:
-        """The filled-in body, quoted-printable (CRLF lines of at most 76 characters)."""
-        encoded = {field: _qp_value(value) for field, value in values.items()}
-        parts = [self._encoded_head]
-        for field, piece in self._encoded:
+    def encode(self, values: dict[str, str], stuffed: bool = False) -> bytes:
+        """The filled-in body, quoted-printable (CRLF lines of at most 76 characters); with
+        `stuffed`, with a dot doubled at the start of each line, as SMTP's DATA carries it."""
+        if stuffed:
+            encoded = {field: dot_stuff(_qp_value(value)) for field, value in values.items()}
+            head, pieces = self._stuffed_head, self._stuffed
+        else:
+            encoded = {field: _qp_value(value) for field, value in values.items()}
+            head, pieces = self._encoded_head, self._encoded
+        parts = [head]
+        for field, piece in pieces:
             parts += (_SOFT_BREAK, encoded[field], _SOFT_BREAK, piece)
         return b"".join(parts)
+
+
+def dot_stuff(lines: bytes) -> bytes:
+    """CRLF lines that start a line, with a leading dot doubled (RFC 5321 4.5.2)."""
+    if lines[:1] == b".":
+        lines = b"." + lines
+    return lines.replace(b"\r\n.", b"\r\n..")
 
 
 def alternative_head(boundary: str) -> bytes:

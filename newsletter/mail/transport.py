@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import ssl
@@ -69,6 +70,37 @@ def _reply_text(exc: Exception) -> str:
     return str(text if text is not None else exc)[:300]
 
 
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+_UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x20<>]")
+
+
+def _envelope(sender: str, recipient: str, size: int | None) -> tuple[bytes, bytes, bytes]:
+    """The MAIL, RCPT and DATA commands for one bare address each (ASCII: UnicodeEncodeError else)."""
+    for address in (sender, recipient):
+        if _UNSAFE_IN_ADDRESS.search(address):
+            raise PermanentMailError(f"not an address to put in an SMTP command: {address!r}")
+    mail = b"MAIL FROM:<" + sender.encode("ascii") + (b"> SIZE=%d\r\n" % size if size is not None else b">\r\n")
+    return mail, b"RCPT TO:<" + recipient.encode("ascii") + b">\r\n", b"DATA\r\n"
+
+
+class DataBytes(bytes):
+    """A message already as DATA carries it (see data_bytes): sent as it is."""
+
+
+def data_bytes(raw: bytes) -> DataBytes:
+    """The message as DATA carries it: CRLF line ends, a dot doubled at the start of a line, and the
+    final CRLF "." CRLF. What smtplib does with two regular expressions, in a few passes of bytes
+    methods when the message already ends its lines with CRLF."""
+    if isinstance(raw, DataBytes):
+        return raw
+    if raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
+        raw = _LINE_ENDS.sub(b"\r\n", raw)
+    if raw[:1] == b".":
+        raw = b"." + raw
+    raw = raw.replace(b"\r\n.", b"\r\n..")
+    return DataBytes(raw + (b".\r\n" if raw.endswith(b"\r\n") else b"\r\n.\r\n"))
+
+
 class SmtpConnection:
     """One open connection to a relay, reused for many messages; fails over to the next relay."""
 
@@ -78,6 +110,8 @@ class SmtpConnection:
         self.local_hostname = local_hostname
         self._smtp: smtplib.SMTP | None = None
         self._current = 0  # the relay that worked last is tried first
+        self._pipelining = False  # what the relay offers (EHLO)
+        self._size = False
 
     @property
     def relay(self) -> Relay:
@@ -90,6 +124,8 @@ class SmtpConnection:
             try:
                 self._smtp = self._connect(self.relays[index])
                 self._current = index
+                self._pipelining = self._smtp.has_extn("pipelining")
+                self._size = self._smtp.has_extn("size")
                 return
             except (TransientMailError, PermanentMailError) as error:
                 errors.append(f"{self.relays[index].host}:{self.relays[index].port}: {error}")
@@ -108,6 +144,7 @@ class SmtpConnection:
                 smtp.starttls(context=ssl.create_default_context())
             if relay.username:
                 smtp.login(relay.username, relay.password or "")
+            smtp.ehlo_or_helo_if_needed()
         except (smtplib.SMTPException, OSError) as exc:
             raise _classify(exc) from exc
         return smtp
@@ -117,10 +154,11 @@ class SmtpConnection:
             self.open()
         raw = message if isinstance(message, bytes) else message.as_bytes()
         try:
-            self._smtp.sendmail(sender, [recipient], raw)
+            envelope = _envelope(sender, recipient, len(raw) if self._size else None)
         except UnicodeEncodeError as exc:  # a non-ASCII address, and we never negotiate SMTPUTF8
-            self._reset()
             raise PermanentMailError(f"address needs SMTPUTF8: {recipient!r}") from exc
+        try:
+            self._transaction(envelope, recipient, raw)
         except (smtplib.SMTPException, OSError) as exc:
             error = _classify(exc)
             if isinstance(error, TransientMailError) or isinstance(exc, smtplib.SMTPServerDisconnected):
@@ -128,6 +166,48 @@ class SmtpConnection:
             else:
                 self._reset()
             raise error from exc
+
+    def _transaction(self, envelope: tuple[bytes, bytes, bytes], recipient: str, raw: bytes) -> None:
+        """MAIL, RCPT, DATA and the message, as smtplib.sendmail would send them, with less work:
+        the three commands go in one write when the relay offers PIPELINING (RFC 2920), which every
+        common MTA does, so a message costs two round trips instead of four; and the body, which we
+        write with CRLF line ends ourselves, is dot-stuffed with one bytes.replace instead of two
+        regular expressions over 25 kB (and the addresses are not parsed again per message)."""
+        smtp = self._smtp
+        sock = smtp.sock
+        mail, rcpt, data = envelope
+        if self._pipelining:
+            sock.sendall(mail + rcpt + data)
+            replies = (smtp.getreply(), smtp.getreply(), smtp.getreply())
+        else:
+            replies = []
+            for command, good in ((mail, 250), (rcpt, 251), (data, 354)):
+                sock.sendall(command)
+                replies.append(smtp.getreply())
+                if replies[-1][0] != good and not (good == 251 and replies[-1][0] == 250):
+                    break
+        (mail_code, mail_text), *rest = replies
+        if mail_code != 250:
+            self._end_data(rest)
+            raise smtplib.SMTPSenderRefused(mail_code, mail_text, "")
+        rcpt_code, rcpt_text = rest[0]
+        if rcpt_code not in (250, 251):
+            self._end_data(rest[1:])
+            raise smtplib.SMTPRecipientsRefused({recipient: (rcpt_code, rcpt_text)})
+        data_code, data_text = rest[1]
+        if data_code != 354:
+            raise smtplib.SMTPDataError(data_code, data_text)
+        sock.sendall(data_bytes(raw))
+        code, text = smtp.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, text)
+
+    def _end_data(self, replies) -> None:
+        """A relay that refused MAIL or RCPT yet answered the pipelined DATA with 354 waits for a
+        message: an empty one ends it (and is refused for want of recipients) before RSET."""
+        if replies and replies[-1][0] == 354:
+            self._smtp.sock.sendall(b".\r\n")
+            self._smtp.getreply()
 
     def _reset(self) -> None:
         try:

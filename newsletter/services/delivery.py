@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import and_, func, insert, literal, or_, select, text, update
 
 from ..errors import InvalidInput, PermanentMailError, TransientMailError
 from ..extensions import db
@@ -83,6 +83,11 @@ def start_sending(digest_id: int, now: datetime) -> int:
         )
     )
     db.session.commit()
+    if db.engine.dialect.name == "postgresql":
+        # Statistics that know the new rows, before any worker plans a claim or a count on them
+        # (autovacuum would get there only after a minute or so). Tens of milliseconds.
+        db.session.execute(text("ANALYZE delivery"))
+        db.session.commit()
     # (Not the INSERT's rowcount: drivers may not report it for INSERT ... SELECT.)
     total = db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.digest_id == digest_id))
     enqueue_ranges(digest_id)
@@ -135,11 +140,15 @@ def claim(digest_id: int, first_id: int, last_id: int, now: datetime, limit: int
     # A CTE, not `id IN (subquery)`: PostgreSQL may run an IN-subquery more than once per UPDATE,
     # and with SKIP LOCKED each run can pick other rows, claiming more than `limit`. A locking CTE
     # is evaluated exactly once.
+    # The UPDATE joins on the id alone: the locked rows cannot change before it runs, and with
+    # the conditions repeated here PostgreSQL, when its statistics predate the fan-out (a new
+    # digest's rows always do), joined every row of the range to the CTE: 745 ms per claim of
+    # 250 out of 20,000 instead of 2.5 ms.
     picked = candidates.cte("picked")
     lease = now + timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
     rows = db.session.execute(
         update(Delivery)
-        .where(Delivery.id == picked.c.id, _claimable(digest_id, first_id, last_id, now))
+        .where(Delivery.id == picked.c.id)
         .values(lease_owner=worker_id(), lease_expires_at=lease)
         .returning(Delivery.id, Delivery.subscriber_id, Delivery.attempts),
         execution_options={"synchronize_session": False},
@@ -294,7 +303,7 @@ def send_range(digest_id: int, first_id: int, last_id: int, clock, mailer: Maile
             limiter.acquire()
             now = clock()
             try:
-                message = rendered.message_bytes(delivery.subscriber_id, person.email, person.name, now)
+                message = rendered.message_bytes(delivery.subscriber_id, person.email, person.name, now, for_data=True)
                 mailer.connection_for(app).send(message, sender, person.email)
             except TransientMailError as error:
                 mailer.throttle.temporary_failure(str(error))

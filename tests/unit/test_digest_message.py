@@ -23,6 +23,7 @@ from newsletter.extensions import db
 from newsletter.mail.compose import address_line, list_unsubscribe_mailto
 from newsletter.mail.digest import Recipient, digest_context, render_digest
 from newsletter.mail.dkim import DkimConfigurationError, signer_from_config
+from newsletter.mail.transport import DataBytes, data_bytes
 from newsletter.models import Article, Digest, DigestArticle, DigestStatus
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
@@ -366,3 +367,40 @@ def test_random_values_encode_exactly(app):
             assert all(len(line) <= 76 for line in fast.partition(b"\r\n\r\n")[2].split(b"\r\n"))
             assert parse(fast)["Bcc"] is None
             assert "\n" not in parse(fast)["Subject"]
+            assert rendered.message_bytes(round_, "reader@example.com", name, NOW, for_data=True) == data_bytes(fast)
+
+
+@pytest.mark.parametrize("name", [".", "." * 80, "x" * 74 + ".dot after a fold", ".Leading dot", "Ann"])
+def test_the_data_form_is_the_message_dot_stuffed_once_per_digest(app, name):
+    """What the worker sends (pieces stuffed once per digest, values per reader) equals stuffing
+    the whole message, including dots that land at the start of a quoted-printable line."""
+    digest = make_digest(titles=[".Dotted title", "." * 200], summary="<p>.</p><p>. and .. and ...</p>",
+                         intro=".intro")
+    rendered = render_digest(digest, NOW)
+    whole = rendered.message_bytes(9, "reader@example.com", name, NOW)
+    ready = rendered.message_bytes(9, "reader@example.com", name, NOW, for_data=True)
+    assert isinstance(ready, DataBytes)
+    assert b"\r\n." in whole  # the case is really here
+    assert ready == data_bytes(whole)
+
+
+def test_a_piece_or_value_that_starts_a_line_with_a_dot_is_stuffed():
+    """Every static piece and value of a body starts a line (after a soft break): one that
+    begins with a dot must have it doubled, exactly as stuffing the whole body would."""
+    from newsletter.mail.compose import BodyTemplate
+
+    template = BodyTemplate(".Start\n{{who}}.\n.middle {{who}}", re.compile(r"\{\{(\w+)\}\}"))
+    for value in (".dot", "x" * 74 + ".after a fold", "plain"):
+        plain = template.encode({"who": value})
+        stuffed = template.encode({"who": value}, stuffed=True)
+        assert stuffed + (b"" if plain.endswith(b"\r\n") else b"\r\n") + b".\r\n" == data_bytes(plain)
+        assert b"\r\n.." in stuffed and stuffed.startswith(b"..Start")
+
+
+def test_the_fast_unsubscribe_token_is_itsdangerous_own_byte_for_byte(app):
+    rng = random.Random(5)
+    for subscriber_id in [0, 1, 255, 256, 65535, 10**9, 2**63 - 1] + [rng.randrange(10**7) for _ in range(50)]:
+        for now in (NOW, NOW + timedelta(seconds=1), NOW + timedelta(days=400)):
+            token = tokens.unsubscribe_token(subscriber_id, now)
+            assert token == tokens.make(tokens.UNSUBSCRIBE, {"s": subscriber_id}, now)
+            assert tokens.read(tokens.UNSUBSCRIBE, token, now) == {"s": subscriber_id}
