@@ -20,7 +20,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import psycopg
 from flask import current_app
+from psycopg import pq
 from sqlalchemy import and_, func, insert, literal, or_, select, text, update
 
 from ..errors import InvalidInput, PermanentMailError, TransientMailError
@@ -180,30 +182,37 @@ class SentMarker:
     The worker process keeps one connection for it, in autocommit with synchronous_commit off: an
     UPDATE is durable against a worker crash the moment it returns (only a database crash could
     lose it, and then the retry repeats the same Message-ID), with no BEGIN/COMMIT round trips, no
-    fsync wait and no ORM work per email. Elsewhere (SQLite) the ORM path marks the row.
+    fsync wait and no ORM work per email. The prepared statement goes straight through libpq
+    (psycopg's pgconn) with text parameters: a third of the worker's CPU that cursor.execute()
+    costs per email. Elsewhere (SQLite) the ORM path marks the row.
     """
 
-    SQL = ("UPDATE delivery SET status = 'sent', sent_at = %s, attempts = %s, lease_owner = NULL, "
-           "lease_expires_at = NULL WHERE id = %s AND lease_owner = %s")
+    NAME = b"mark_sent"
+    SQL = (b"UPDATE delivery SET status = 'sent', sent_at = $1, attempts = attempts + 1, lease_owner = NULL, "
+           b"lease_expires_at = NULL WHERE id = $2 AND lease_owner = $3")
 
     def __init__(self):
         self.raw = None
-        self.cursor = None
+        self.pgconn = None
         self.url = None
 
-    def mark(self, engine, delivery_id: int, sent_at: datetime, attempts: int) -> bool:
+    def mark(self, engine, delivery_id: int, sent_at: datetime) -> bool:
+        """False: not PostgreSQL, the caller marks the row itself."""
         if engine.dialect.name != "postgresql":
             return False
+        params = [sent_at.isoformat().encode("ascii"), b"%d" % delivery_id, worker_id().encode()]
         for attempt in (1, 2):
-            if self.cursor is None or self.url != str(engine.url):
+            if self.pgconn is None or self.url != str(engine.url):
                 self._open(engine)
-            try:
-                self.cursor.execute(self.SQL, (sent_at, attempts, delivery_id, worker_id()), prepare=True)
+            result = self.pgconn.exec_prepared(self.NAME, params)
+            if result.status == pq.ExecStatus.COMMAND_OK:
                 return True
-            except engine.dialect.loaded_dbapi.OperationalError:
-                self.close()  # the connection died (database restart): once more on a new one
-                if attempt == 2:
-                    raise
+            message = pq.error_message(result) or pq.error_message(self.pgconn)
+            if self.pgconn.status == pq.ConnStatus.OK:
+                raise psycopg.DatabaseError(f"marking delivery {delivery_id} sent: {message}")
+            self.close()  # the connection died (database restart): once more on a new one
+            if attempt == 2:
+                raise psycopg.OperationalError(f"marking delivery {delivery_id} sent: {message}")
         return True
 
     def _open(self, engine) -> None:
@@ -213,12 +222,15 @@ class SentMarker:
         driver = self.raw.driver_connection
         driver.autocommit = True
         driver.execute("SET synchronous_commit TO OFF")
-        self.cursor = driver.cursor()
+        self.pgconn = driver.pgconn
+        result = self.pgconn.prepare(self.NAME, self.SQL)
+        if result.status != pq.ExecStatus.COMMAND_OK:
+            raise psycopg.DatabaseError(pq.error_message(result))
 
     def close(self) -> None:
         if self.raw is not None:
             self.raw.invalidate()  # never back to the pool: its session settings are ours alone
-        self.raw = self.cursor = None
+        self.raw = self.pgconn = None
 
 
 class Mailer:
@@ -240,7 +252,7 @@ class Mailer:
         return self.connection
 
     def mark_sent(self, delivery: Claimed, now: datetime) -> None:
-        if not self.marker.mark(db.engine, delivery.id, now, delivery.attempts + 1):
+        if not self.marker.mark(db.engine, delivery.id, now):
             _finish(delivery.id, {"status": DeliveryStatus.SENT, "sent_at": now, "attempts": delivery.attempts + 1})
 
     def rendered_digest(self, app, digest: Digest, now: datetime):
@@ -291,33 +303,38 @@ def send_range(digest_id: int, first_id: int, last_id: int, clock, mailer: Maile
         claimed = claim(digest_id, first_id, last_id, now, limit)
         if not claimed:
             break
-        rendered = mailer.rendered_digest(app, digest, now)
-        people = _recipients([c.subscriber_id for c in claimed])
-        for delivery in claimed:
-            person = people.get(delivery.subscriber_id)
-            if person is None or person.status is not SubscriberStatus.CONFIRMED or person.suppressed:
-                _finish(delivery.id, {"status": DeliveryStatus.SKIPPED})
-                done["skipped"] += 1
-                continue
-            mailer.throttle.wait()
-            limiter.acquire()
-            now = clock()
-            try:
-                message = rendered.message_bytes(delivery.subscriber_id, person.email, person.name, now, for_data=True)
-                mailer.connection_for(app).send(message, sender, person.email)
-            except TransientMailError as error:
-                mailer.throttle.temporary_failure(str(error))
-                done[_defer(delivery, person, now, str(error))] += 1
-            except PermanentMailError as error:
-                mailer.throttle.success()
-                _fail(delivery, person, now, error)
-                done["failed"] += 1
-            else:
-                mailer.throttle.success()
-                mailer.mark_sent(delivery, now)
-                done["sent"] += 1
+        _send_claimed(app, mailer, digest, claimed, clock, limiter, sender, done)
     finish_if_complete(digest_id, clock())
     return done
+
+
+def _send_claimed(app, mailer: Mailer, digest: Digest, claimed: list[Claimed], clock, limiter, sender: str,
+                  done: dict) -> None:
+    rendered = mailer.rendered_digest(app, digest, clock())
+    people = _recipients([c.subscriber_id for c in claimed])
+    for delivery in claimed:
+        person = people.get(delivery.subscriber_id)
+        if person is None or person.status is not SubscriberStatus.CONFIRMED or person.suppressed:
+            _finish(delivery.id, {"status": DeliveryStatus.SKIPPED})
+            done["skipped"] += 1
+            continue
+        mailer.throttle.wait()
+        limiter.acquire()
+        now = clock()
+        try:
+            message = rendered.message_bytes(delivery.subscriber_id, person.email, person.name, now, for_data=True)
+            mailer.connection_for(app).send(message, sender, person.email)
+        except TransientMailError as error:
+            mailer.throttle.temporary_failure(str(error))
+            done[_defer(delivery, person, now, str(error))] += 1
+        except PermanentMailError as error:
+            mailer.throttle.success()
+            _fail(delivery, person, now, error)
+            done["failed"] += 1
+        else:
+            mailer.throttle.success()
+            mailer.mark_sent(delivery, now)
+            done["sent"] += 1
 
 
 @dataclass

@@ -2,9 +2,10 @@
 4xx deferred and retried, 5xx failed, unknown users suppressed, pause/resume/cancel."""
 
 import json
+import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from newsletter.extensions import db
 from newsletter.models import (
@@ -103,6 +104,27 @@ def test_every_confirmed_subscriber_gets_the_digest_exactly_once(app, mailer, sm
     message = smtp.to("reader3@example.com")[0].message
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["Subject"] == "This week"
+
+
+def test_each_sent_row_records_when_and_one_attempt_even_after_its_connection_died(app, mailer, smtp, digest_id,
+                                                                                  clock):
+    start(app, digest_id, clock)
+    with app.app_context():
+        first, last = delivery.batch_ranges(digest_id)[0]
+        assert delivery.send_range(digest_id, first, last, clock, mailer)["sent"] == 5
+        if db.engine.dialect.name == "postgresql":  # the marking connection is cut, as a restart would
+            pid = mailer.marker.pgconn.backend_pid
+            db.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            deadline = time.monotonic() + 30
+            while db.session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}):
+                assert time.monotonic() < deadline, "the backend did not exit"
+                time.sleep(0.05)
+            db.session.commit()
+    run_all(app, digest_id, clock, mailer)
+    assert received_by(smtp) == {email: 1 for email in CONFIRMED}
+    with app.app_context():
+        rows = db.session.execute(select(Delivery.status, Delivery.attempts, Delivery.sent_at, Delivery.lease_owner)).all()
+        assert {(r.status.value, r.attempts, r.sent_at, r.lease_owner) for r in rows} == {("sent", 1, clock(), None)}
 
 
 def test_temporary_refusal_defers_and_the_digest_is_not_done_until_it_is_sent(app, mailer, smtp, digest_id, clock):
