@@ -102,3 +102,59 @@ def test_size_is_declared_when_the_relay_offers_it(relay, smtp):
     relay.send(message(1), SENDER, "a@example.com")
     assert relay._size
     assert smtp.handler.mail_options[-1] == [f"SIZE={len(message(1))}"]
+
+
+# --- `then`: the next envelope goes with this message (one round trip per message) -------------
+
+
+def test_a_run_of_messages_each_with_the_next_envelope_arrives_once_each(relay, smtp):
+    people = [f"p{i}@example.com" for i in range(6)]
+    for i, person in enumerate(people):
+        following = people[i + 1] if i + 1 < len(people) else None
+        relay.send(message(i), SENDER, person, then=following)
+        if following and smtp.plan.pipelining:
+            assert relay._opened[0] == (SENDER, following)  # already waiting for its message
+    assert relay._opened is None
+    assert [(r.recipients, r.data) for r in smtp.received] == [([p], message(i)) for i, p in enumerate(people)]
+
+
+@pytest.mark.parametrize("reply, error", [("550 5.1.1 no such user", PermanentMailError),
+                                          ("451 4.2.0 greylisted", TransientMailError)])
+def test_a_refusal_of_an_envelope_sent_ahead_is_that_message_s_own(relay, smtp, reply, error):
+    smtp.plan.rcpt["b@example.com"] = [reply]
+    relay.send(message(1), SENDER, "a@example.com", then="b@example.com")
+    with pytest.raises(error, match=reply.split()[0]):
+        relay.send(message(2), SENDER, "b@example.com", then="c@example.com")
+    relay.send(message(3), SENDER, "c@example.com")
+    assert [(r.recipients, r.data) for r in smtp.received] == [(["a@example.com"], message(1)),
+                                                               (["c@example.com"], message(3))]
+
+
+@pytest.mark.parametrize("fault", ["554 5.6.0 rejected", "452 4.3.1 out of space", "drop"])
+def test_a_message_refused_or_cut_off_while_the_next_envelope_rides_along(relay, smtp, fault):
+    if fault == "drop":
+        smtp.plan.drop_after_data["a@example.com"] = 1
+    else:
+        smtp.plan.data["a@example.com"] = [fault]
+    with pytest.raises(PermanentMailError if fault.startswith("5") else TransientMailError):
+        relay.send(message(1), SENDER, "a@example.com", then="b@example.com")
+    relay.send(message(2), SENDER, "b@example.com")
+    assert [r.data for r in smtp.to("b@example.com")] == [message(2)]
+    assert len(smtp.to("a@example.com")) == (1 if fault == "drop" else 0)
+
+
+def test_a_caller_who_sends_to_someone_else_next_never_fills_the_waiting_envelope(relay, smtp):
+    relay.send(message(1), SENDER, "a@example.com", then="b@example.com")
+    relay.send(message(2), SENDER, "c@example.com")  # b is not next after all
+    relay.send(message(3), SENDER, "d@example.com")
+    assert [r.recipients for r in smtp.received] == [["a@example.com"], ["c@example.com"], ["d@example.com"]]
+    assert smtp.to("b@example.com") == []
+
+
+def test_a_bad_next_address_is_left_for_its_own_send(relay, smtp):
+    relay.send(message(1), SENDER, "a@example.com", then="bad>@example.com")
+    assert relay._opened is None
+    with pytest.raises(PermanentMailError, match="not an address"):
+        relay.send(message(2), SENDER, "bad>@example.com")
+    relay.send(message(3), SENDER, "c@example.com")
+    assert [r.recipients for r in smtp.received] == [["a@example.com"], ["c@example.com"]]
