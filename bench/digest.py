@@ -222,6 +222,8 @@ def worker_env(config: dict, settings: dict) -> dict:
                BASE_URL=BASE_URL, MAIL_FROM=MAIL_FROM, INSTANCE_DIR=str(config["INSTANCE_DIR"]),
                SITE_NAME=config["SITE_NAME"], MAIL_POSTAL_ADDRESS=config["MAIL_POSTAL_ADDRESS"],
                PYTHONUNBUFFERED="1")
+    if config["CELERY_BROKER_URL"].startswith("redis://"):
+        env["REDIS_URL"] = config["CELERY_BROKER_URL"]  # as in production: one Redis for the broker and the rest
     env.update(settings)
     return env
 

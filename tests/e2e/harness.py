@@ -162,6 +162,8 @@ class Harness:
             FLASK_DEBUG="0",
             PYTHONUNBUFFERED="1",
         )
+        if broker_url.startswith("redis://"):
+            env["REDIS_URL"] = broker_url  # as in production: the broker's Redis also keeps the sent journal
         env.update({name: str(value) for name, value in extra.items()})
         return env
 

@@ -80,7 +80,7 @@ class Send:
 
 def test_worker_killed_mid_send_and_another_started_delivers_each_once(harness, smtp):
     run = Send(harness, 5)
-    caught = "r0100@example.com"
+    caught = "r0105@example.com"  # the sixth of its claim: five sent before it, their marks in the journal
     gate = threading.Event()
     smtp.plan.hold[caught] = gate  # the worker will be in the middle of sending this one
     harness.cleanup(gate.set)
@@ -95,6 +95,10 @@ def test_worker_killed_mid_send_and_another_started_delivers_each_once(harness, 
             select(Subscriber.email).join(Delivery, Delivery.subscriber_id == Subscriber.id)
             .where(Delivery.lease_owner.like(f"%:{first.pid}:%"), Delivery.status == DeliveryStatus.PENDING)))
     assert caught in held
+    journal = redis.Redis.from_url(run.broker)
+    [key] = [k for k in journal.keys("newsletter:sent:*") if f":{first.pid}:".encode() in k]
+    sent_before = {int(entry.split()[0]) for entry in journal.lrange(key, 0, -1)}
+    assert len(sent_before) == 5  # received by the relay, not yet written to the database
     run.worker()
     run.wait_done()
     run.assert_each_exactly_once()
