@@ -37,7 +37,12 @@ def unsubscribe_token(subscriber_id: int, now: datetime) -> str:
     digest signs one per reader. itsdangerous derives the key again, compresses the JSON to see
     whether that is shorter and sets up HMAC afresh on every call; here the key and the keyed
     HMAC state are made once per second and copied."""
-    return _unsubscribe_maker(current_app.config["SECRET_KEY"], int(now.timestamp()))(subscriber_id)
+    return unsubscribe_maker(now)(subscriber_id)
+
+
+def unsubscribe_maker(now: datetime) -> Callable[[int], str]:
+    """unsubscribe_token for every reader of one second (a digest keeps it for that second)."""
+    return _unsubscribe_maker(current_app.config["SECRET_KEY"], int(now.timestamp()))
 
 
 @lru_cache(maxsize=8)

@@ -16,6 +16,7 @@ or a dead worker only delays rows, which the sweeper hands out again.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -26,7 +27,7 @@ from psycopg import pq
 from sqlalchemy import and_, func, insert, literal, or_, select, text, update
 
 from ..errors import InvalidInput, PermanentMailError, TransientMailError
-from ..extensions import db
+from ..extensions import among, db
 from ..mail.compose import sender_address
 from ..mail.transport import SmtpConnection, parse_smtp_urls
 from ..models import (
@@ -220,23 +221,43 @@ class SentMarker:
         self.url = None
         self.journal: RespClient | None = None
         self.journal_url: str | None = None
+        self.push = b""  # RPUSH and this worker's key, encoded once
+        self.push_owner: str | None = None
         self.pending: list[tuple[int, datetime]] = []  # journaled, not yet written
 
     def mark(self, engine, redis_url: str | None, delivery_id: int, sent_at: datetime) -> bool:
         """False: not PostgreSQL, the caller marks the row itself."""
         if engine.dialect.name != "postgresql":
             return False
-        if redis_url and resp.supported(redis_url) and self._journal(redis_url, delivery_id, sent_at):
+        if redis_url and (redis_url != self.journal_url or self.push_owner != worker_id()):
+            self._use_journal(redis_url)
+        if self.journal is not None and self._journal(engine, delivery_id, sent_at):
             return True
         self._execute(engine, b"mark_sent_row", [_text(sent_at), b"%d" % delivery_id, worker_id().encode()])
         return True
 
-    def _journal(self, redis_url: str, delivery_id: int, sent_at: datetime) -> bool:
+    def _use_journal(self, redis_url: str) -> None:
+        if self.journal is not None:
+            self.journal.close()
+        self.journal_url = redis_url
+        self.journal = RespClient(redis_url) if resp.supported(redis_url) else None
+        self.push_owner = worker_id()
+        self.push = resp.encode(("RPUSH", JOURNAL_KEY + self.push_owner))[4:]  # the command, less its count
+
+    def _journal(self, engine, delivery_id: int, sent_at: datetime) -> bool:
+        """The mark goes to Redis without waiting for Redis's answer (the answer to the mark before
+        it is read first): the worker waits on the relay only. Durable all the same once sent:
+        an unanswered command is one Redis has not read yet only while nothing waits unread in
+        the worker's socket, and then a killed worker's socket closes gently and Redis still
+        reads it (a reset, which could drop it, happens only when data was left unread)."""
+        value = b"%d %d" % (delivery_id, _micros(sent_at))
         try:
-            self._client(redis_url).command("RPUSH", JOURNAL_KEY + worker_id(),
-                                            b"%d %d" % (delivery_id, _micros(sent_at)))
+            self.journal.post(b"*3\r\n" + self.push + b"$%d\r\n%s\r\n" % (len(value), value))
         except resp.RespError as error:
+            # This mark, or the one before it, may not be in the journal: write what is pending
+            # now, and this row on its own.
             log.warning("sent journal unavailable (%s): marking rows one by one", error)
+            self.flush(engine)
             return False
         self.pending.append((delivery_id, sent_at))
         return True
@@ -263,9 +284,8 @@ class SentMarker:
         return len(entries)
 
     def _client(self, redis_url: str) -> RespClient:
-        if self.journal is None or self.journal_url != redis_url:
-            self.journal = RespClient(redis_url)
-            self.journal_url = redis_url
+        if redis_url != self.journal_url:
+            self._use_journal(redis_url)
         return self.journal
 
     def _execute(self, engine, name: bytes, params: list[bytes]) -> None:
@@ -392,14 +412,16 @@ class Mailer:
             self.marker.close()
 
 
-_mailer: Mailer | None = None
+_mailer: tuple[int, Mailer] | None = None
 
 
 def process_mailer() -> Mailer:
+    """This process's Mailer. A forked child gets its own: its sockets and its journal key (which
+    names the worker process) are never the parent's."""
     global _mailer
-    if _mailer is None:
-        _mailer = Mailer()
-    return _mailer
+    if _mailer is None or _mailer[0] != os.getpid():
+        _mailer = (os.getpid(), Mailer())
+    return _mailer[1]
 
 
 def send_range(digest_id: int, first_id: int, last_id: int, clock, mailer: Mailer | None = None) -> dict:
@@ -474,7 +496,7 @@ def _recipients(subscriber_ids: list[int]) -> dict[int, _Person]:
     """Who the claimed rows are for, re-checked now: an unsubscribe mid-send is honoured."""
     rows = db.session.execute(
         select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status)
-        .where(Subscriber.id.in_(subscriber_ids))
+        .where(among(Subscriber.id, subscriber_ids))
     ).all()
     hmacs = {row.id: suppression.address_hmac(row.email) for row in rows}
     blocked = suppression.suppressed_hmacs(list(hmacs.values()))

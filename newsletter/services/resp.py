@@ -33,13 +33,36 @@ class RespClient:
         self.timeout = timeout
         self.sock: socket.socket | None = None
         self.buffer = b""
+        self.waiting = False  # a command was posted and its reply not read yet
 
     def command(self, *args: bytes | str | int):
         """Send one command, return its reply (int, bytes, list or None). Raises RespError."""
+        return self.send(encode(args))
+
+    def send(self, encoded: bytes):
+        """The same for a command already encoded (see encode)."""
+        self.post(encoded)
+        return self.settle()
+
+    def post(self, encoded: bytes) -> None:
+        """Send a command without waiting for its reply; the reply of the one posted before is
+        read first (and raises if it was an error): at most one command is ever unanswered."""
+        self.settle()
         if self.sock is None:
             self._connect()
         try:
-            self.sock.sendall(encode(args))
+            self.sock.sendall(encoded)
+        except OSError as error:
+            self.close()
+            raise RespError(f"redis {self.address[0]}:{self.address[1]}: {error}") from error
+        self.waiting = True
+
+    def settle(self):
+        """The reply to the command posted last (None when there is none)."""
+        if not self.waiting:
+            return None
+        self.waiting = False
+        try:
             return self._reply()
         except OSError as error:
             self.close()
@@ -52,6 +75,7 @@ class RespClient:
             raise RespError(f"redis {self.address[0]}:{self.address[1]}: {error}") from error
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
+        self.waiting = False
         try:
             if self.password is not None:
                 self.command(*(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)))
@@ -100,6 +124,7 @@ class RespClient:
         raise RespError(f"not a RESP reply: {line[:80]!r}")
 
     def close(self) -> None:
+        self.waiting = False
         if self.sock is not None:
             try:
                 self.sock.close()

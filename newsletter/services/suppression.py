@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from ..extensions import db
+from ..extensions import among, db
 from ..models import Suppression
 
 
@@ -30,7 +30,7 @@ def is_suppressed(email: str) -> bool:
 def suppressed_hmacs(hmacs: list[str]) -> set[str]:
     if not hmacs:
         return set()
-    return set(db.session.scalars(select(Suppression.address_hmac).where(Suppression.address_hmac.in_(hmacs))))
+    return set(db.session.scalars(select(Suppression.address_hmac).where(among(Suppression.address_hmac, hmacs))))
 
 
 def suppress(email: str, reason: str, now: datetime) -> None:

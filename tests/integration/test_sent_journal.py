@@ -2,10 +2,14 @@
 written together, a dead worker's journal written before its rows are claimed again, and every way
 Redis can fail leading to each reader getting the digest once."""
 
+import subprocess
+import sys
+
 import pytest
 import redis
 from sqlalchemy import func, select
 
+from config import PROJECT_DIR
 from newsletter.extensions import db
 from newsletter.mail.compose import sender_address
 from newsletter.models import Delivery, DeliveryStatus
@@ -59,6 +63,27 @@ def test_the_resp_client_speaks_to_its_own_database_and_reports_failures(journal
     client.close()
     with pytest.raises(RespError):
         RespClient(NOWHERE, timeout=2).command("PING")
+
+
+# A process that posts one journal entry, never reads Redis's answer, and is killed with -9 at once.
+POST_AND_DIE = """
+import os, signal, sys
+from newsletter.services.resp import RespClient, encode
+client = RespClient(sys.argv[1])
+client.post(encode(("RPUSH", "killed", "before")))
+client.post(encode(("RPUSH", "killed", sys.argv[2])))  # reads the answer to the first, not to this one
+assert client.waiting
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_journal_entry_on_the_wire_is_kept_though_its_worker_is_killed_at_once(journal):
+    for round_ in range(20):
+        died = subprocess.run([sys.executable, "-c", POST_AND_DIE, JOURNAL_URL, str(round_)], cwd=str(PROJECT_DIR),
+                              timeout=60)
+        assert died.returncode == -9
+    kept = [entry for entry in journal.lrange("killed", 0, -1) if entry != b"before"]
+    assert kept == [str(i).encode() for i in range(20)]
 
 
 @ON_POSTGRES
