@@ -114,6 +114,7 @@ class SmtpConnection:
         self._size = False
         self._opened = None  # ((sender, recipient), replies): an envelope sent ahead (`then`)
         self._in_flight = False  # the envelope for `then` is on the wire with this message
+        self._sent = None  # (sender, then, next envelope): a message on the wire, its answer not read
 
     @property
     def relay(self) -> Relay:
@@ -161,8 +162,14 @@ class SmtpConnection:
         its DATA state for that message: if the next call is for anybody else, the connection is
         closed rather than ever sending them a message meant for another.)
         """
+        self.begin(message, sender, recipient, then)
+        self.end()
+
+    def begin(self, message: EmailMessage | bytes, sender: str, recipient: str, then: str | None = None) -> None:
+        """send() up to the message on the wire; end() reads the relay's answer. In between the
+        caller can do its own work (build the next message) while the relay reads this one."""
         raw = message if isinstance(message, bytes) else message.as_bytes()
-        if self._in_flight:
+        if self._in_flight or self._sent is not None:
             self.close()  # a send interrupted half-way: nobody knows where the session is
         opened = self._opened
         if opened is not None and opened[0] != (sender, recipient):
@@ -179,13 +186,20 @@ class SmtpConnection:
         try:
             self._transaction(envelope, recipient, raw, opened[1] if opened else None, following)
         except (smtplib.SMTPException, OSError) as exc:
-            error = _classify(exc)
-            if (isinstance(error, TransientMailError) or isinstance(exc, smtplib.SMTPServerDisconnected)
-                    or self._in_flight):
-                self.close()  # the session state is unknown now (or busy with `then`): start clean
-            else:
-                self._reset()
-            raise error from exc
+            raise self._failed(exc) from exc
+        self._sent = (sender, then, following)
+
+    def end(self) -> None:
+        """The relay's answer to the message begin() sent (and to the next envelope, if any)."""
+        sender, then, following = self._sent
+        try:
+            code, text = self._smtp.getreply()
+            if code != 250:
+                raise smtplib.SMTPDataError(code, text)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise self._failed(exc) from exc
+        finally:
+            self._sent = None
         if following is not None:
             try:  # this message is through; what the relay says to the next envelope is for later
                 self._opened = ((sender, then), (self._smtp.getreply(), self._smtp.getreply(),
@@ -193,6 +207,14 @@ class SmtpConnection:
             except (smtplib.SMTPException, OSError):
                 self.close()
             self._in_flight = False
+
+    def _failed(self, exc: Exception) -> Exception:
+        error = _classify(exc)
+        if isinstance(error, TransientMailError) or isinstance(exc, smtplib.SMTPServerDisconnected) or self._in_flight:
+            self.close()  # the session state is unknown now (or busy with `then`): start clean
+        else:
+            self._reset()
+        return error
 
     def _next_envelope(self, sender: str, then: str | None) -> tuple[bytes, bytes, bytes] | None:
         if then is None or not self._pipelining:
@@ -210,7 +232,7 @@ class SmtpConnection:
         and the body, which we write with CRLF line ends ourselves, is dot-stuffed with one
         bytes.replace instead of two regular expressions over 25 kB (and the addresses are not
         parsed again per message). `replies`: those to this envelope, sent ahead with the last
-        message."""
+        message. Returns with the message sent: end() reads the answer."""
         smtp = self._smtp
         sock = smtp.sock
         mail, rcpt, data = envelope
@@ -242,9 +264,6 @@ class SmtpConnection:
             sock.sendall(data_bytes(raw) + b"".join(following))
         else:
             sock.sendall(data_bytes(raw))
-        code, text = smtp.getreply()
-        if code != 250:
-            raise smtplib.SMTPDataError(code, text)
 
     def _end_data(self, replies) -> None:
         """A relay that refused MAIL or RCPT yet answered the pipelined DATA with 354 waits for a
@@ -260,8 +279,8 @@ class SmtpConnection:
             self.close()
 
     def close(self) -> None:
-        reading_a_message = self._opened is not None or self._in_flight
-        self._opened, self._in_flight = None, False
+        reading_a_message = self._opened is not None or self._in_flight or self._sent is not None
+        self._opened, self._in_flight, self._sent = None, False, None
         smtp, self._smtp = self._smtp, None
         if smtp is None:
             return

@@ -461,6 +461,12 @@ def _send_claimed(app, mailer: Mailer, digest: Digest, claimed: list[Claimed], c
             done["skipped"] += 1
         else:
             sendable.append((delivery, person))
+
+    def build(index: int, now: datetime) -> bytes:
+        delivery, person = sendable[index]
+        return rendered.message_bytes(delivery.subscriber_id, person.email, person.name, now, for_data=True)
+
+    ahead = None  # the next message, built while the relay was reading this one
     for index, (delivery, person) in enumerate(sendable):
         # Who comes next is known, and is sent to next whatever happens to this one: the
         # connection sends their envelope along with this message (one round trip per email).
@@ -469,8 +475,15 @@ def _send_claimed(app, mailer: Mailer, digest: Digest, claimed: list[Claimed], c
         limiter.acquire()
         now = clock()
         try:
-            message = rendered.message_bytes(delivery.subscriber_id, person.email, person.name, now, for_data=True)
-            mailer.connection_for(app).send(message, sender, person.email, then=following)
+            message, ahead = ahead or build(index, now), None
+            connection = mailer.connection_for(app)
+            connection.begin(message, sender, person.email, then=following)
+            if following is not None:
+                try:
+                    ahead = build(index + 1, now)
+                except Exception:  # noqa: BLE001  (built again, and its error raised, in its own turn)
+                    ahead = None  # first, this message's answer, so that it is marked as it went
+            connection.end()
         except TransientMailError as error:
             mailer.throttle.temporary_failure(str(error))
             done[_defer(delivery, person, now, str(error))] += 1
