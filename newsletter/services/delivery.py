@@ -188,22 +188,26 @@ class SentMarker:
     """Marks rows sent on PostgreSQL, each durable against a worker crash from its 250 on.
 
     With Redis (a redis:// REDIS_URL, as production has for its broker), the delivery id goes to
-    a Redis list that belongs to this worker right after the relay's 250, one round trip; at the
-    end of each claim one UPDATE writes the claim's sent rows and the list is emptied. A worker
+    a Redis list that belongs to this worker right after the relay's 250 (without waiting for
+    Redis's answer: see _journal); at the end of each claim one UPDATE writes the claim's sent
+    rows and the list is emptied. A worker
     that dies in between leaves its list behind, and its lease runs out; whoever claims those
     rows again first writes what the list says was sent (`replay_journals`), so none of it is
     sent twice. If Redis loses the list (flushed, restarted) while the worker lives, the worker
     still writes the rows from memory. Only losing both at once could repeat up to one claim's
     messages, as a database crash can with asynchronous commit.
 
-    Without Redis, or while Redis does not answer, each row is written right after its 250 in a
-    round trip of its own: autocommit with synchronous_commit off, so no BEGIN/COMMIT round trips
+    Without Redis, or while Redis does not answer (then for JOURNAL_PAUSE seconds, so that a Redis
+    out of reach costs one connection attempt, not one per email), each row is written right
+    after its 250 in a round trip of its own: autocommit with synchronous_commit off, so no BEGIN/COMMIT round trips
     and no fsync wait. On 2 cores that transaction costs the database ~100 us per email, over a
     quarter of what the whole send costs, against ~30 us of Redis's time for the list.
 
     Statements go straight through libpq (psycopg's pgconn), prepared, with text parameters: a
     third of the worker's CPU that cursor.execute() costs. On SQLite the ORM path marks each row.
     """
+
+    JOURNAL_PAUSE = 30
 
     STATEMENTS = {
         b"mark_sent_row": b"UPDATE delivery SET status = 'sent', sent_at = $1, attempts = attempts + 1, "
@@ -224,6 +228,7 @@ class SentMarker:
         self.push = b""  # RPUSH and this worker's key, encoded once
         self.push_owner: str | None = None
         self.pending: list[tuple[int, datetime]] = []  # journaled, not yet written
+        self.journal_paused_until = 0.0
 
     def mark(self, engine, redis_url: str | None, delivery_id: int, sent_at: datetime) -> bool:
         """False: not PostgreSQL, the caller marks the row itself."""
@@ -231,7 +236,8 @@ class SentMarker:
             return False
         if redis_url and (redis_url != self.journal_url or self.push_owner != worker_id()):
             self._use_journal(redis_url)
-        if self.journal is not None and self._journal(engine, delivery_id, sent_at):
+        if (self.journal is not None and time.monotonic() >= self.journal_paused_until
+                and self._journal(engine, delivery_id, sent_at)):
             return True
         self._execute(engine, b"mark_sent_row", [_text(sent_at), b"%d" % delivery_id, worker_id().encode()])
         return True
@@ -241,6 +247,7 @@ class SentMarker:
             self.journal.close()
         self.journal_url = redis_url
         self.journal = RespClient(redis_url) if resp.supported(redis_url) else None
+        self.journal_paused_until = 0.0
         self.push_owner = worker_id()
         self.push = resp.encode(("RPUSH", JOURNAL_KEY + self.push_owner))[4:]  # the command, less its count
 
@@ -256,7 +263,9 @@ class SentMarker:
         except resp.RespError as error:
             # This mark, or the one before it, may not be in the journal: write what is pending
             # now, and this row on its own.
-            log.warning("sent journal unavailable (%s): marking rows one by one", error)
+            log.warning("sent journal unavailable (%s): marking rows one by one for %d s", error,
+                        self.JOURNAL_PAUSE)
+            self.journal_paused_until = time.monotonic() + self.JOURNAL_PAUSE
             self.flush(engine)
             return False
         self.pending.append((delivery_id, sent_at))
