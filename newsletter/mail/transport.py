@@ -148,6 +148,7 @@ class SmtpConnection:
             if relay.username:
                 smtp.login(relay.username, relay.password or "")
             smtp.ehlo_or_helo_if_needed()
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (smtplib.SMTPException, OSError) as exc:
             raise _classify(exc) from exc
         return smtp
