@@ -24,7 +24,8 @@ def _own_connections(**_):
 def _close_smtp(**_):
     from newsletter.services.delivery import process_mailer
 
-    process_mailer().close()
+    with flask_app.app_context():  # closing writes any sent marks still pending (db.engine)
+        process_mailer().close()
 
 
 from . import tasks  # noqa: E402,F401  (registers the tasks with this app)

@@ -115,6 +115,7 @@ class SmtpConnection:
         self._opened = None  # ((sender, recipient), replies): an envelope sent ahead (`then`)
         self._in_flight = False  # the envelope for `then` is on the wire with this message
         self._sent = None  # (sender, then, next envelope): a message on the wire, its answer not read
+        self._in_data = False  # writing a message's content: the relay is in DATA
 
     @property
     def relay(self) -> Relay:
@@ -135,6 +136,7 @@ class SmtpConnection:
         raise TransientMailError("no relay reachable: " + "; ".join(errors))
 
     def _connect(self, relay: Relay) -> smtplib.SMTP:
+        smtp = None
         try:
             if relay.implicit_tls:
                 smtp = smtplib.SMTP_SSL(relay.host, relay.port, timeout=self.timeout,
@@ -150,6 +152,8 @@ class SmtpConnection:
             smtp.ehlo_or_helo_if_needed()
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (smtplib.SMTPException, OSError) as exc:
+            if smtp is not None:
+                smtp.close()  # connected, then refused (STARTTLS, login): not left to the collector
             raise _classify(exc) from exc
         return smtp
 
@@ -170,7 +174,7 @@ class SmtpConnection:
         """send() up to the message on the wire; end() reads the relay's answer. In between the
         caller can do its own work (build the next message) while the relay reads this one."""
         raw = message if isinstance(message, bytes) else message.as_bytes()
-        if self._in_flight or self._sent is not None:
+        if self._in_flight or self._sent is not None or self._in_data:
             self.close()  # a send interrupted half-way: nobody knows where the session is
         opened = self._opened
         if opened is not None and opened[0] != (sender, recipient):
@@ -211,7 +215,8 @@ class SmtpConnection:
 
     def _failed(self, exc: Exception) -> Exception:
         error = _classify(exc)
-        if isinstance(error, TransientMailError) or isinstance(exc, smtplib.SMTPServerDisconnected) or self._in_flight:
+        if (isinstance(error, TransientMailError) or isinstance(exc, smtplib.SMTPServerDisconnected)
+                or self._in_flight or self._in_data):
             self.close()  # the session state is unknown now (or busy with `then`): start clean
         else:
             self._reset()
@@ -260,11 +265,13 @@ class SmtpConnection:
         data_code, data_text = rest[1]
         if data_code != 354:
             raise smtplib.SMTPDataError(data_code, data_text)
+        self._in_data = True  # until the final "." is written, QUIT would be read as message text
         if following is not None:
             self._in_flight = True  # the next envelope goes too: its replies follow this one's
             sock.sendall(data_bytes(raw) + b"".join(following))
         else:
             sock.sendall(data_bytes(raw))
+        self._in_data = False
 
     def _end_data(self, replies) -> None:
         """A relay that refused MAIL or RCPT yet answered the pipelined DATA with 354 waits for a
@@ -280,8 +287,8 @@ class SmtpConnection:
             self.close()
 
     def close(self) -> None:
-        reading_a_message = self._opened is not None or self._in_flight or self._sent is not None
-        self._opened, self._in_flight, self._sent = None, False, None
+        reading_a_message = self._opened is not None or self._in_flight or self._sent is not None or self._in_data
+        self._opened, self._in_flight, self._sent, self._in_data = None, False, None, False
         smtp, self._smtp = self._smtp, None
         if smtp is None:
             return

@@ -135,11 +135,12 @@ def _claimable(digest_id: int, first_id: int, last_id: int, now: datetime, expir
     )
 
 
-def claim(digest_id: int, first_id: int, last_id: int, now: datetime, limit: int) -> list[Claimed]:
+def claim(digest_id: int, first_id: int, last_id: int, now: datetime, limit: int,
+          marker: SentMarker | None = None) -> list[Claimed]:
     """Lease up to `limit` due rows of the range. Two workers never get the same row: PostgreSQL
     skips rows another transaction has locked (FOR UPDATE SKIP LOCKED); SQLite has one writer."""
     # A dead worker's sent marks may still be in its journal: written first, or its rows wait.
-    expired_leases = replay_journals(digest_id, first_id, last_id, now)
+    expired_leases = replay_journals(digest_id, first_id, last_id, now, marker)
     candidates = (select(Delivery.id).where(_claimable(digest_id, first_id, last_id, now, expired_leases))
                   .order_by(Delivery.id).limit(limit))
     if db.engine.dialect.name == "postgresql":
@@ -261,13 +262,15 @@ class SentMarker:
         try:
             self.journal.post(b"*3\r\n" + self.push + b"$%d\r\n%s\r\n" % (len(value), value))
         except resp.RespError as error:
-            # This mark, or the one before it, may not be in the journal: write what is pending
-            # now, and this row on its own.
+            # This mark, or the one before it, may not be in the journal: write all that is
+            # pending now, this row with them. If the database fails too, they stay pending (in
+            # memory) for the next try, and the error goes up.
             log.warning("sent journal unavailable (%s): marking rows one by one for %d s", error,
                         self.JOURNAL_PAUSE)
             self.journal_paused_until = time.monotonic() + self.JOURNAL_PAUSE
+            self.pending.append((delivery_id, sent_at))
             self.flush(engine)
-            return False
+            return True
         self.pending.append((delivery_id, sent_at))
         return True
 
@@ -277,6 +280,8 @@ class SentMarker:
             return
         self._execute(engine, b"mark_sent_rows", [*_arrays(self.pending), worker_id().encode()])
         self.pending.clear()
+        if time.monotonic() < self.journal_paused_until:
+            return  # Redis just failed: what it may still hold names rows no longer open
         try:
             self.journal.command("DEL", JOURNAL_KEY + worker_id())
         except resp.RespError:
@@ -350,9 +355,11 @@ def _arrays(marks: list[tuple[int, datetime]]) -> tuple[bytes, bytes]:
             b"{" + b",".join(b'"' + _text(t) + b'"' for _, t in marks) + b"}")
 
 
-def replay_journals(digest_id: int, first_id: int, last_id: int, now: datetime) -> bool:
+def replay_journals(digest_id: int, first_id: int, last_id: int, now: datetime,
+                    marker: SentMarker | None = None) -> bool:
     """Before rows whose lease ran out are claimed again, write the sent marks their worker had
-    journaled. False when the journal cannot be read: such rows then wait (see claim)."""
+    journaled. False when the journal cannot be read (or Redis failed less than JOURNAL_PAUSE
+    seconds ago): such rows then wait (see claim)."""
     redis_url = current_app.config["REDIS_URL"]
     if not redis_url or not resp.supported(redis_url) or db.engine.dialect.name != "postgresql":
         return True
@@ -360,7 +367,13 @@ def replay_journals(digest_id: int, first_id: int, last_id: int, now: datetime) 
         Delivery.digest_id == digest_id, Delivery.id.between(first_id, last_id), Delivery.status.in_(OPEN),
         Delivery.lease_owner.is_not(None), Delivery.lease_expires_at < now)))
     db.session.commit()
-    marker = process_mailer().marker
+    if not owners:
+        return True
+    marker = marker or process_mailer().marker
+    if redis_url != marker.journal_url:
+        marker._use_journal(redis_url)  # (the pause below is that of one Redis)
+    if time.monotonic() < marker.journal_paused_until:
+        return False
     try:
         for owner in owners:
             if owner == worker_id():
@@ -370,6 +383,7 @@ def replay_journals(digest_id: int, first_id: int, last_id: int, now: datetime) 
                 log.info("wrote %d sent marks journaled by %s, whose lease ran out", replayed, owner)
     except resp.RespError as error:
         log.warning("cannot read the sent journal (%s): rows of expired leases wait", error)
+        marker.journal_paused_until = time.monotonic() + marker.JOURNAL_PAUSE
         return False
     return True
 
@@ -447,7 +461,7 @@ def send_range(digest_id: int, first_id: int, last_id: int, clock, mailer: Maile
         if digest is None or digest.status is not DigestStatus.SENDING:
             break
         now = clock()
-        claimed = claim(digest_id, first_id, last_id, now, limit)
+        claimed = claim(digest_id, first_id, last_id, now, limit, mailer.marker)
         if not claimed:
             break
         try:
@@ -480,6 +494,8 @@ def _send_claimed(app, mailer: Mailer, digest: Digest, claimed: list[Claimed], c
         # Who comes next is known, and is sent to next whatever happens to this one: the
         # connection sends their envelope along with this message (one round trip per email).
         following = sendable[index + 1][1].email if index + 1 < len(sendable) else None
+        if mailer.throttle.pause or app.config["SEND_RATE"] > 0:
+            following = None  # waits to come: no reader's envelope is left open at the relay meanwhile
         mailer.throttle.wait()
         limiter.acquire()
         now = clock()
