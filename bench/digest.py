@@ -48,7 +48,6 @@ import tempfile
 import time
 import uuid
 from contextlib import ExitStack
-from datetime import timedelta
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -56,7 +55,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 
-from bench.render import NAMES, PARAGRAPH  # noqa: E402
+from bench.render import NAMES, add_articles  # noqa: E402
 from config import Config, database_url  # noqa: E402
 from bench.sink import Sink  # noqa: E402
 from newsletter import create_app  # noqa: E402
@@ -64,7 +63,7 @@ from newsletter.clock import utcnow  # noqa: E402
 from newsletter.extensions import db  # noqa: E402
 from newsletter.mail.compose import sender_address  # noqa: E402
 from newsletter.mail.digest import render_digest  # noqa: E402
-from newsletter.models import Article, Digest, Subscriber, SubscriberStatus  # noqa: E402
+from newsletter.models import Digest, Subscriber, SubscriberStatus  # noqa: E402
 from newsletter.services import delivery  # noqa: E402
 from newsletter.services.digests import create_digest  # noqa: E402
 
@@ -251,15 +250,7 @@ def fill(app, n: int, articles: int) -> int:
                 db.session.execute(insert(Subscriber), [
                     {"email": email_of(i), "name": NAMES[i % len(NAMES)], "status": SubscriberStatus.CONFIRMED,
                      "created_at": now} for i in range(start, min(n, start + 9_999) + 1)])
-        for i in range(articles):
-            db.session.add(Article(
-                key=f"https://news.example.org/articles/{i}", url=f"https://news.example.org/articles/{i}",
-                title=f"Story {i}: the river cycle lanes get their funding — finally ☕",
-                summary_html="".join(f"<p>{PARAGRAPH}</p>" for _ in range(2)),
-                author="Jane Reporter", image_url=f"https://news.example.org/images/{i}.jpg",
-                published_at=now - timedelta(hours=i + 1), created_at=now, updated_at=now,
-            ))
-        db.session.commit()
+        add_articles(articles, now, first_hours_old=1)
         if db.engine.dialect.name == "postgresql":
             db.session.execute(text("ANALYZE"))
             db.session.commit()

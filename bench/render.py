@@ -64,14 +64,15 @@ def make_app(tmp: Path, dkim_key: Path | None):
     return create_app(config)
 
 
-def add_articles(count: int) -> None:
+def add_articles(count: int, now: datetime = NOW, first_hours_old: int = 0) -> None:
+    """`count` articles stored at `now`, published an hour apart, the newest `first_hours_old` hours ago."""
     for i in range(count):
         db.session.add(Article(
             key=f"https://news.example.org/articles/{i}", url=f"https://news.example.org/articles/{i}",
             title=f"Story {i}: the river cycle lanes get their funding — finally ☕",
             summary_html="".join(f"<p>{PARAGRAPH}</p>" for _ in range(2)),
             author="Jane Reporter", image_url=f"https://news.example.org/images/{i}.jpg",
-            published_at=NOW - timedelta(hours=i), created_at=NOW, updated_at=NOW,
+            published_at=now - timedelta(hours=i + first_hours_old), created_at=now, updated_at=now,
         ))
     db.session.commit()
 
