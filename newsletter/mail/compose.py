@@ -16,6 +16,7 @@ from urllib.parse import quote
 from flask import current_app
 
 from ..validation import reject_control_characters
+from .transport import dot_stuff
 
 
 def sender_address() -> str:
@@ -199,13 +200,6 @@ class BodyTemplate:
         for field, piece in pieces:
             parts += (_SOFT_BREAK, encoded[field], _SOFT_BREAK, piece)
         return b"".join(parts)
-
-
-def dot_stuff(lines: bytes) -> bytes:
-    """CRLF lines that start a line, with a leading dot doubled (RFC 5321 4.5.2)."""
-    if lines[:1] == b".":
-        lines = b"." + lines
-    return lines.replace(b"\r\n.", b"\r\n..")
 
 
 def alternative_head(boundary: str) -> bytes:

@@ -95,10 +95,15 @@ def data_bytes(raw: bytes) -> DataBytes:
         return raw
     if raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
         raw = _LINE_ENDS.sub(b"\r\n", raw)
-    if raw[:1] == b".":
-        raw = b"." + raw
-    raw = raw.replace(b"\r\n.", b"\r\n..")
+    raw = dot_stuff(raw)
     return DataBytes(raw + (b".\r\n" if raw.endswith(b"\r\n") else b"\r\n.\r\n"))
+
+
+def dot_stuff(lines: bytes) -> bytes:
+    """CRLF lines that start a line, with a leading dot doubled (RFC 5321 4.5.2)."""
+    if lines[:1] == b".":
+        lines = b"." + lines
+    return lines.replace(b"\r\n.", b"\r\n..")
 
 
 class SmtpConnection:
