@@ -1,15 +1,10 @@
-"""Fixtures: a fresh database per test on SQLite and PostgreSQL, a real SMTP server, a fixed clock.
+"""Fixtures: a fresh database per test on SQLite and PostgreSQL, a real SMTP server, a Redis server
+of the run's own, a fixed clock. The helpers behind them live in tests/support.
 
 Under CI=true a missing PostgreSQL, Redis or chromium fails the run instead of skipping the tests.
 """
 
 from __future__ import annotations
-
-import os
-import re
-import socket
-import uuid
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -17,43 +12,37 @@ from sqlalchemy import create_engine, text
 from newsletter import create_app
 from newsletter.extensions import db
 
-from .smtp_server import SMTPTestServer
+from .support import shared_redis
+from .support.clock import FrozenClock
+from .support.database import PG_ADMIN_URL, base_config, drop_pg_database, make_pg_database
+from .support.forms import Visitor
+from .support.redis_server import RedisServer
+from .support.services import require
+from .support.smtp_server import SMTPTestServer
 
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require(service: str, available: bool, how: str) -> None:
-    if available:
-        return
-    message = f"{service} is not available ({how})"
-    if IN_CI:
-        pytest.fail(f"{message}: CI must run these tests, not skip them", pytrace=False)
-    pytest.skip(message)
+SHARED_REDIS_TEST = "test_shared_redis.py"
 
 
-def _port_open(host, port) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
+def pytest_sessionstart(session):
+    session.config._planted_shared_redis = shared_redis.plant()
 
 
-def require_redis() -> None:
-    require("Redis", _port_open(REDIS_HOST, REDIS_PORT), f"{REDIS_HOST}:{REDIS_PORT}")
+def pytest_sessionfinish(session):
+    if getattr(session.config, "_planted_shared_redis", False):
+        shared_redis.remove()
 
 
-class FrozenClock:
-    def __init__(self, start: datetime | None = None):
-        self.current = start or datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+def pytest_collection_modifyitems(session, config, items):
+    # The check that the shared Redis is untouched runs after everything else.
+    items.sort(key=lambda item: item.path.name == SHARED_REDIS_TEST)
 
-    def __call__(self) -> datetime:
-        return self.current
 
-    def advance(self, **kwargs) -> None:
-        self.current += timedelta(**kwargs)
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    require("redis-server", RedisServer.available(), "apt-get install redis-server")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -98,39 +87,6 @@ def pg_database(pg_server):
     drop_pg_database(pg_server, url)
 
 
-def make_pg_database(pg_server) -> str:
-    name = f"newsletter_test_{uuid.uuid4().hex[:10]}"
-    with pg_server.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_pg_database(pg_server, url: str) -> None:
-    with pg_server.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-
-
-def base_config(tmp_path, smtp_url: str, database_url: str, clock=None) -> dict:
-    config = {
-        "TESTING": True,
-        "SECRET_KEY": "test-secret-key",
-        "INSTANCE_DIR": tmp_path / "instance",
-        "SQLALCHEMY_DATABASE_URI": database_url,
-        "SMTP_URL": smtp_url,
-        "SMTP_TIMEOUT": 10,
-        "BASE_URL": "https://news.example.org",
-        "MAIL_FROM": "Example News <news@news.example.org>",
-        "SIGNUP_MIN_SECONDS": 2,
-        "SIGNUP_RATE_LIMIT": "1000 per minute",
-        # No worker in these tests: a broker that is not there, the way a broker outage looks.
-        "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
-        "RATELIMIT_STORAGE_URI": "memory://",
-    }
-    if clock is not None:
-        config["CLOCK"] = clock
-    return config
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
@@ -167,44 +123,7 @@ def runner(app):
     return app.test_cli_runner()
 
 
-HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)"')
-
-
-def form_fields(html: str) -> dict:
-    return dict(HIDDEN.findall(html))
-
-
-class Visitor:
-    """A person at the signup form: loads it, waits like a human, sends it."""
-
-    def __init__(self, client, clock):
-        self.client = client
-        self.clock = clock
-
-    def load(self, path="/subscribe") -> dict:
-        response = self.client.get(path)
-        assert response.status_code == 200
-        return form_fields(response.get_data(as_text=True))
-
-    def sign_up(self, email, consent="yes", path="/subscribe", wait=5, environ_base=None, **extra):
-        fields = self.load(path)
-        self.clock.advance(seconds=wait)
-        data = {**fields, "email": email, **extra}
-        if consent is not None:
-            data["consent"] = consent
-        return self.client.post(path, data=data, environ_base=environ_base or {})
-
-
 @pytest.fixture
 def visitor(client, clock):
     return Visitor(client, clock)
 
-
-OPERATOR_PASSWORD = "a-long-enough-password"
-
-
-def log_in(client, email, password=OPERATOR_PASSWORD) -> None:
-    """Log a test client in to the console the way a browser does (the form's CSRF token)."""
-    token = form_fields(client.get("/console/login").get_data(as_text=True))["csrf_token"]
-    response = client.post("/console/login", data={"csrf_token": token, "email": email, "password": password})
-    assert response.status_code == 302, response.get_data(as_text=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from config import PROJECT_DIR
+from tests.support.services import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu",
@@ -29,12 +29,6 @@ FOREIGN_SETTINGS = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "SMTP_URL"
 
 
 # --- the dev stack ---------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _children_of(pid: int) -> list[int]:
     """Direct children of pid, read from /proc (the dev command's web, worker and beat)."""
@@ -64,8 +58,8 @@ def _alive(pid: int) -> bool:
 class DevStack:
     def __init__(self, instance_dir: Path):
         self.instance_dir = instance_dir
-        self.port = _free_port()
-        self.smtp_port = _free_port()
+        self.port = free_port()
+        self.smtp_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = {key: value for key, value in os.environ.items() if key not in FOREIGN_SETTINGS}
         self.env.update(FLASK_DEBUG="1", INSTANCE_DIR=str(instance_dir),

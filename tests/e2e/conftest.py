@@ -3,7 +3,7 @@ import warnings
 
 import pytest
 
-from tests.conftest import require
+from tests.support.services import require
 
 from .browser import CHROMIUM, CHROMIUM_ARGS, DevStack
 from .harness import Harness

@@ -16,12 +16,11 @@ from pathlib import Path
 from config import PROJECT_DIR
 from newsletter import create_app
 from newsletter.extensions import db
-from tests.conftest import REDIS_HOST, REDIS_PORT, base_config, drop_pg_database, make_pg_database, require_redis
+from tests.support.database import base_config, drop_pg_database, make_pg_database
 
 BASE_URL = "https://news.example.org"  # what base_config gives the web app; the worker gets the same
 MAIL_FROM = "Example News <news@news.example.org>"
 SECRET_KEY = "test-secret-key"
-DOWN_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: a broker outage
 
 READY_TIMEOUT = 60
 MAIL_TIMEOUT = 30
@@ -110,10 +109,8 @@ class Harness:
 
     def redis(self, number: int) -> str:
         """A Redis database of its own for one test, empty before and after."""
-        require_redis()
-        import redis
-
-        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number)
+        server = self.request.getfixturevalue("redis_server")  # the run's own redis-server
+        client = server.client(number)
         client.flushdb()
 
         def flush():
@@ -123,7 +120,7 @@ class Harness:
                 client.close()
 
         self.cleanup(flush)
-        return f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
+        return server.url(number)
 
     # the web side, in this process
 

@@ -23,7 +23,7 @@ from newsletter.clock import utcnow
 from newsletter.extensions import db
 from newsletter.models import OutboundEmail, OutboundStatus
 from newsletter.services import outbox, subscriptions
-from tests.conftest import form_fields
+from tests.support.forms import form_fields
 
 from .harness import BASE_URL, DOWN_BROKER, MAIL_TIMEOUT, wait_until
 

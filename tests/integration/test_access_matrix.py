@@ -12,7 +12,7 @@ from newsletter.extensions import db
 from newsletter.models import Role
 from newsletter.services import operators
 
-from ..conftest import base_config
+from tests.support.database import base_config
 
 PASSWORD = "a-long-enough-password"
 ROLES = [None, Role.VIEWER, Role.EDITOR, Role.ADMIN]

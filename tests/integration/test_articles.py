@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from newsletter.extensions import db
 from newsletter.models import Article, FeedState
 from newsletter.services import articles, feeds
 from newsletter.services.articles import canonical_url
+from tests.support.services import free_port
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RSS = "application/rss+xml; charset=utf-8"
@@ -136,12 +136,6 @@ def count(model) -> int:
     return db.session.scalar(select(func.count()).select_from(model))
 
 
-def a_closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --- Feeds ----------------------------------------------------------------------------------------
 
 def test_rss_and_atom_feeds_fetched_twice_keep_one_row_per_article(app, runner, feed_host):
@@ -234,7 +228,7 @@ def test_failing_feeds_are_reported_and_do_not_stop_the_others(app, runner, feed
     page = feed_host.serve("/index.html", body=b"<!doctype html><html><body><h1>Welcome</h1></body></html>",
                            content_type="text/html; charset=utf-8")
     missing = feed_host.url("/gone.rss")
-    refused = f"http://127.0.0.1:{a_closed_port()}/feed/"
+    refused = f"http://127.0.0.1:{free_port()}/feed/"
     good = feed_host.serve("/feed/", "blog.rss")
 
     started = time.monotonic()

@@ -14,7 +14,7 @@ from newsletter.extensions import db
 from newsletter.models import Article, AuditEvent
 from newsletter.services import digests, operators
 
-from ..conftest import OPERATOR_PASSWORD, form_fields, log_in
+from tests.support.forms import OPERATOR_PASSWORD, form_fields, log_in
 from .test_articles import FeedHost
 
 PASSWORD = OPERATOR_PASSWORD

@@ -25,7 +25,7 @@ from newsletter.models import (
 from newsletter.services import delivery, operators
 from newsletter.services.digests import send_due_scheduled
 
-from ..conftest import OPERATOR_PASSWORD, form_fields, log_in
+from tests.support.forms import OPERATOR_PASSWORD, form_fields, log_in
 
 PASSWORD = OPERATOR_PASSWORD
 READERS = [f"reader{i}@example.com" for i in range(4)]

@@ -30,7 +30,7 @@ from newsletter.models import (
 )
 from newsletter.services import operators, suppression
 
-from ..conftest import OPERATOR_PASSWORD, form_fields, log_in
+from tests.support.forms import OPERATOR_PASSWORD, form_fields, log_in
 
 PASSWORD = OPERATOR_PASSWORD
 ADA = "ada@example.com"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from datetime import datetime, timedelta, timezone
 from email import policy
 from email.parser import BytesParser
@@ -16,6 +15,7 @@ from newsletter import tokens
 from newsletter.extensions import db
 from newsletter.models import Article, Digest, DigestArticle, DigestStatus, Subscriber, SubscriberStatus
 from newsletter.services import digests
+from tests.support.services import free_port
 
 PARSE = BytesParser(policy=policy.default).parsebytes
 BULK_HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
@@ -272,9 +272,7 @@ def test_test_send_reports_the_relay_refusal(runner, draft, smtp):
 
 
 def test_test_send_reports_a_relay_that_is_down(app, runner, draft):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     app.config["SMTP_URL"] = f"smtp://127.0.0.1:{port}"
     result = runner.invoke(args=["digest", "test-send", str(draft), "--to", "editor@example.com"])
     assert result.exit_code == 1

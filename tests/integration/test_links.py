@@ -10,7 +10,7 @@ from newsletter import tokens
 from newsletter.extensions import db
 from newsletter.models import ConsentEvent, OutboundEmail, Subscriber, SubscriberStatus
 
-from ..conftest import form_fields
+from tests.support.forms import form_fields
 
 
 def latest_email(app):

@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 from newsletter import create_app
 from newsletter.extensions import db
 
-from ..conftest import base_config, drop_pg_database, make_pg_database
+from tests.support.database import base_config, drop_pg_database, make_pg_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

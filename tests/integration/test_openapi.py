@@ -24,7 +24,7 @@ from newsletter.models import Article, Digest, DigestArticle, DigestStatus, Oper
 from newsletter.openapi import openapi_document
 from newsletter.services import operators
 
-from ..conftest import base_config
+from tests.support.database import base_config
 
 SEEDED_IDS = [1, 2, 3, 4, 5, 999]
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

@@ -9,7 +9,7 @@ from newsletter.extensions import db
 from newsletter.models import ApiToken, AuditEvent, Operator
 from newsletter.services import operators
 
-from ..conftest import form_fields
+from tests.support.forms import form_fields
 
 PASSWORD = "correct horse battery"
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import redis
 from sqlalchemy import func, select
 
 from config import PROJECT_DIR
@@ -16,12 +15,11 @@ from newsletter.models import Delivery, DeliveryStatus
 from newsletter.services import delivery
 from newsletter.services.resp import RespClient, RespError
 
-from ..conftest import REDIS_HOST, REDIS_PORT, require_redis
+
 from .test_delivery import CONFIRMED, received_by, run_all, start
 from .test_delivery import digest_id, mailer  # noqa: F401  (fixtures)
 
 JOURNAL_DB = 14
-JOURNAL_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{JOURNAL_DB}"
 NOWHERE = "redis://127.0.0.1:1/0"  # nothing listens there
 DEAD = "dead-host:4242:abcdef"
 
@@ -30,9 +28,13 @@ ON_POSTGRES = pytest.mark.parametrize("database_url", ["postgres"], indirect=Tru
 
 
 @pytest.fixture
-def journal():
-    require_redis()
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=JOURNAL_DB)
+def journal_url(redis_server):
+    return redis_server.url(JOURNAL_DB)
+
+
+@pytest.fixture
+def journal(redis_server):
+    client = redis_server.client(JOURNAL_DB)
     client.flushdb()
     yield client
     client.flushdb()
@@ -40,8 +42,8 @@ def journal():
 
 
 @pytest.fixture
-def journaled(app, journal):
-    app.config.update(REDIS_URL=JOURNAL_URL, DELIVERY_LEASE_SECONDS=60)
+def journaled(app, journal, journal_url):
+    app.config.update(REDIS_URL=journal_url, DELIVERY_LEASE_SECONDS=60)
     return app
 
 
@@ -51,8 +53,8 @@ def rows(app) -> dict[str, int]:
             select(Delivery.status, func.count()).group_by(Delivery.status))}
 
 
-def test_the_resp_client_speaks_to_its_own_database_and_reports_failures(journal):
-    client = RespClient(JOURNAL_URL)
+def test_the_resp_client_speaks_to_its_own_database_and_reports_failures(journal, journal_url):
+    client = RespClient(journal_url)
     assert client.command("RPUSH", "k", b"1 2") == 1
     assert client.command("RPUSH", "k", "3 4") == 2
     assert client.command("LRANGE", "k", 0, -1) == [b"1 2", b"3 4"]
@@ -77,9 +79,9 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_a_journal_entry_on_the_wire_is_kept_though_its_worker_is_killed_at_once(journal):
+def test_a_journal_entry_on_the_wire_is_kept_though_its_worker_is_killed_at_once(journal, journal_url):
     for round_ in range(20):
-        died = subprocess.run([sys.executable, "-c", POST_AND_DIE, JOURNAL_URL, str(round_)], cwd=str(PROJECT_DIR),
+        died = subprocess.run([sys.executable, "-c", POST_AND_DIE, journal_url, str(round_)], cwd=str(PROJECT_DIR),
                               timeout=60)
         assert died.returncode == -9
     kept = [entry for entry in journal.lrange("killed", 0, -1) if entry != b"before"]
@@ -134,14 +136,14 @@ def test_a_dead_workers_journal_is_written_before_its_rows_are_claimed_again(jou
 
 @ON_POSTGRES
 def test_while_the_journal_cannot_be_read_a_dead_workers_rows_wait(journaled, mailer, smtp, digest_id,  # noqa: F811
-                                                                    clock, journal, monkeypatch):
+                                                                    clock, journal, monkeypatch, journal_url):
     start(journaled, digest_id, clock)
     die_mid_claim(journaled, digest_id, clock, mailer, smtp, monkeypatch, sent=3)
     clock.advance(seconds=61)
     journaled.config["REDIS_URL"] = NOWHERE  # Redis out of reach: marks go row by row, replays wait
     run_all(journaled, digest_id, clock, mailer)
     assert rows(journaled) == {"sent": len(CONFIRMED) - 3, "pending": 3}
-    journaled.config["REDIS_URL"] = JOURNAL_URL
+    journaled.config["REDIS_URL"] = journal_url
     assert run_all(journaled, digest_id, clock, mailer)["sent"] == 0  # all three had been sent
     assert received_by(smtp) == {email: 1 for email in CONFIRMED}
     assert rows(journaled) == {"sent": len(CONFIRMED)}
@@ -149,13 +151,13 @@ def test_while_the_journal_cannot_be_read_a_dead_workers_rows_wait(journaled, ma
 
 @ON_POSTGRES
 def test_a_living_worker_writes_its_claim_from_memory_when_redis_lost_the_journal(journaled, mailer, smtp,  # noqa: F811
-                                                                                   digest_id, clock, journal):  # noqa: F811
+                                                                                   digest_id, clock, journal, journal_url):  # noqa: F811
     start(journaled, digest_id, clock)
     with journaled.app_context():
         first, last = delivery.batch_ranges(digest_id)[0]
         claimed = delivery.claim(digest_id, first, last, clock(), 3)
         for row in claimed:
-            assert mailer.marker.mark(db.engine, JOURNAL_URL, row.id, clock())
+            assert mailer.marker.mark(db.engine, journal_url, row.id, clock())
         journal.flushdb()  # Redis restarted, or flushed by somebody
         mailer.marker.flush(db.engine)
         assert db.session.scalar(select(func.count()).where(Delivery.status == DeliveryStatus.SENT)) == 3

@@ -184,7 +184,8 @@ def test_stale_form_is_refused(app, visitor):
 def test_rate_limit_answers_429_and_stores_nothing(tmp_path, smtp, clock):
     from newsletter import create_app
 
-    from ..conftest import Visitor, base_config
+    from tests.support.forms import Visitor
+    from tests.support.database import base_config
 
     config = base_config(tmp_path, smtp.url, f"sqlite:///{tmp_path / 'rl.sqlite'}", clock)
     config["SIGNUP_RATE_LIMIT"] = "2 per minute"
@@ -276,7 +277,7 @@ def test_consent_records_the_terms_version_the_form_showed(app, visitor, clock):
 
 
 def test_embed_form_works_without_session_cookie_and_may_be_framed(app, client, clock):
-    from ..conftest import form_fields
+    from tests.support.forms import form_fields
 
     page = client.get("/embed")
     assert "frame-ancestors *" in page.headers["Content-Security-Policy"]

@@ -4,13 +4,10 @@ import pytest
 
 from newsletter.services.throttle import AdaptiveThrottle, RedisBucket
 
-from ..conftest import REDIS_HOST, REDIS_PORT, require_redis
-
 
 @pytest.mark.redis
-def test_redis_bucket_hands_out_its_burst_then_asks_to_wait():
-    require_redis()
-    bucket = RedisBucket(f"redis://{REDIS_HOST}:{REDIS_PORT}/1", rate=1, key="test:send-rate")
+def test_redis_bucket_hands_out_its_burst_then_asks_to_wait(redis_server):
+    bucket = RedisBucket(redis_server.url(1), rate=1, key="test:send-rate")
     bucket.client.delete("test:send-rate")
     try:
         seconds, micros = bucket.client.time()

@@ -15,6 +15,8 @@ from email.parser import BytesParser
 
 from aiosmtpd.controller import Controller
 
+from .services import free_port
+
 
 @dataclass
 class Received:
@@ -111,7 +113,7 @@ class ScriptedHandler:
 class SMTPTestServer:
     def __init__(self, host="127.0.0.1", port=0):
         self.handler = ScriptedHandler()
-        self.controller = Controller(self.handler, hostname=host, port=port or _free_port(host))
+        self.controller = Controller(self.handler, hostname=host, port=port or free_port(host))
 
     def start(self):
         self.controller.start()
@@ -145,10 +147,3 @@ class SMTPTestServer:
             time.sleep(0.05)
         raise AssertionError(f"{address} received {len(self.to(address))} of {count} messages in {timeout}s")
 
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]

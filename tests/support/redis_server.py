@@ -1,0 +1,88 @@
+"""A redis-server of the test run's own, on a free loopback port, so that no test ever reads,
+writes or flushes the machine's shared Redis."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from .services import free_port
+
+START_TIMEOUT = 20
+
+
+class RedisServer:
+    def __init__(self, directory: Path, appendonly: bool = False):
+        self.directory = directory
+        self.appendonly = appendonly
+        self.host = "127.0.0.1"
+        self.port = free_port(self.host)
+        self.process: subprocess.Popen | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://{self.host}:{self.port}/{db}"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(host=self.host, port=self.port, db=db)
+
+    def start(self) -> "RedisServer":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        argv = ["redis-server", "--bind", self.host, "--port", str(self.port), "--dir", str(self.directory),
+                "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "redis.log")]
+        if self.appendonly:
+            argv += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            argv += ["--appendonly", "no"]
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {self.log()}")
+            try:
+                with self.client() as client:
+                    if client.ping():
+                        return self
+            except redis.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not answer within {START_TIMEOUT}s: {self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        try:
+            return (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def flushall(self) -> None:
+        with self.client() as client:
+            client.flushall()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: an empty server unless append-only is on."""
+        self.stop()
+        port = self.port
+        self.start_on(port)
+
+    def start_on(self, port: int) -> None:
+        self.port = port
+        self.start()
