@@ -15,9 +15,9 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from newsletter import create_app
 from newsletter.clock import utcnow
 from newsletter.extensions import db
+from newsletter.infra.smtp import SmtpConnection, connection_from_config
 from newsletter.mail.compose import sender_address, sender_domain
 from newsletter.mail.digest import digest_context, list_id, one_line
-from newsletter.mail.transport import SmtpConnection, parse_smtp_urls
 from newsletter.models import Digest, Subscriber
 
 from .render import naive_message
@@ -44,8 +44,7 @@ def _close_smtp(**_):
 def connection() -> SmtpConnection:
     global _connection
     if _connection is None:
-        _connection = SmtpConnection(parse_smtp_urls(flask_app.config["SMTP_URL"]),
-                                     timeout=flask_app.config["SMTP_TIMEOUT"])
+        _connection = connection_from_config(flask_app.config)
     return _connection
 
 

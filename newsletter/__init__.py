@@ -95,7 +95,7 @@ def _console_context(app: Flask):
 def _check_settings(app: Flask) -> None:
     """Settings that would only fail later, in a worker, fail here with a clear message."""
     from .errors import InvalidInput
-    from .mail.transport import parse_smtp_urls
+    from .infra.smtp import parse_smtp_urls
     from .services.schedule import parse_schedule
 
     try:

@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 from flask import current_app
 
+from ..infra.smtp import dot_stuff
 from ..validation import reject_control_characters
-from .transport import dot_stuff
 
 
 def sender_address() -> str:

@@ -27,6 +27,7 @@ from flask import current_app, render_template
 from markupsafe import Markup, escape
 
 from .. import tokens
+from ..infra.smtp import DataBytes, data_bytes
 from ..models import Article, Digest
 from ..urls import absolute_url
 from .compose import (
@@ -42,7 +43,6 @@ from .compose import (
     sender_domain,
 )
 from .dkim import DkimSigner, signer_from_config
-from .transport import DataBytes, data_bytes
 
 TEST_SUBJECT_PREFIX = "[TEST] "
 SAMPLE_READER = (0, "reader@example.com", "Sample Reader")  # previews: id 0 is nobody's

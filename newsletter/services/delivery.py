@@ -28,8 +28,8 @@ from sqlalchemy import and_, func, insert, literal, or_, select, text, update
 
 from ..errors import InvalidInput, PermanentMailError, TransientMailError
 from ..extensions import among, db
+from ..infra.smtp import SmtpConnection, connection_from_config
 from ..mail.compose import sender_address
-from ..mail.transport import SmtpConnection, parse_smtp_urls
 from ..models import (
     Delivery,
     DeliveryStatus,
@@ -403,7 +403,7 @@ class Mailer:
         if self.connection is None or self.smtp_url != app.config["SMTP_URL"]:
             self._close_smtp()
             self.smtp_url = app.config["SMTP_URL"]
-            self.connection = SmtpConnection(parse_smtp_urls(self.smtp_url), timeout=app.config["SMTP_TIMEOUT"])
+            self.connection = connection_from_config(app.config)
         return self.connection
 
     def mark_sent(self, app, delivery: Claimed, now: datetime) -> None:

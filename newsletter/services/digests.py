@@ -9,9 +9,9 @@ from sqlalchemy import exists, func, select, update
 
 from ..errors import InvalidInput
 from ..extensions import db
+from ..infra.smtp import connection_from_config
 from ..mail.compose import sender_address
 from ..mail.digest import SAMPLE_READER, one_line, render_digest
-from ..mail.transport import SmtpConnection, parse_smtp_urls
 from ..models import DIGEST_SENT_STATES, Article, Digest, DigestArticle, DigestStatus, Subscriber
 from ..validation import normalize_email, reject_control_characters
 from . import delivery, operators
@@ -124,8 +124,7 @@ def send_test_copy(digest_id: int, address: str, now: datetime) -> str:
     rendered = render_digest(digest, now, test=True)
     message = rendered.message_bytes(subscriber.id if subscriber else 0, email,
                                      subscriber.name if subscriber else None, now)
-    with SmtpConnection(parse_smtp_urls(current_app.config["SMTP_URL"]),
-                        timeout=current_app.config["SMTP_TIMEOUT"]) as connection:
+    with connection_from_config(current_app.config) as connection:
         connection.send(message, sender_address(), email)
     return rendered.subject
 

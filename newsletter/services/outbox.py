@@ -16,8 +16,8 @@ from sqlalchemy import and_, or_, select, update
 
 from ..errors import PermanentMailError, TransientMailError
 from ..extensions import db
+from ..infra.smtp import SmtpConnection, connection_from_config
 from ..mail.compose import sender_address
-from ..mail.transport import SmtpConnection, parse_smtp_urls
 from ..models import OutboundEmail, OutboundStatus
 from ..queue import SEND_OUTBOUND, enqueue, worker_id
 from .throttle import backoff
@@ -52,8 +52,7 @@ def send_outbound(outbound_id: int, now: datetime, connection: SmtpConnection | 
         return "not-due"
     own = connection is None
     if own:
-        connection = SmtpConnection(parse_smtp_urls(current_app.config["SMTP_URL"]),
-                                    timeout=current_app.config["SMTP_TIMEOUT"])
+        connection = connection_from_config(current_app.config)
     try:
         connection.send(row.message.encode("utf-8"), sender_address(), row.recipient)
     except TransientMailError as exc:

@@ -5,7 +5,7 @@ byte for byte what was sent, and every refusal is told apart (4xx or a dropped l
 import pytest
 
 from newsletter.errors import PermanentMailError, TransientMailError
-from newsletter.mail.transport import DataBytes, SmtpConnection, data_bytes, parse_smtp_url
+from newsletter.infra.smtp import DataBytes, SmtpConnection, data_bytes, parse_smtp_url
 
 SENDER = "news@news.example.org"
 # Lines that start with a dot (SMTP doubles them on the wire), one that is only a dot (which

@@ -2,7 +2,7 @@ import pytest
 
 from config import DEFAULT_SECRET_KEY, database_url
 from newsletter import InsecureConfiguration, create_app
-from newsletter.mail.transport import parse_smtp_url
+from newsletter.infra.smtp import parse_smtp_url
 
 
 def test_refuses_to_start_with_the_default_secret_outside_debug_and_testing(tmp_path):

@@ -20,10 +20,10 @@ from flask import render_template
 
 from newsletter import create_app, tokens
 from newsletter.extensions import db
+from newsletter.infra.smtp import DataBytes, data_bytes
 from newsletter.mail.compose import address_line, list_unsubscribe_mailto
 from newsletter.mail.digest import Recipient, digest_context, render_digest
 from newsletter.mail.dkim import DkimConfigurationError, signer_from_config
-from newsletter.mail.transport import DataBytes, data_bytes
 from newsletter.models import Article, Digest, DigestArticle, DigestStatus
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)

@@ -1,4 +1,5 @@
-"""Talking to an SMTP relay, and telling temporary failures (4xx, dropped line) from permanent ones."""
+"""The SMTP client: one reused connection to a relay (with failover), temporary failures (4xx,
+dropped line) told from permanent ones (5xx)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ def parse_smtp_urls(value: str) -> list[Relay]:
     if not relays:
         raise ValueError("SMTP_URL is empty")
     return relays
+
+
+def connection_from_config(config) -> SmtpConnection:
+    """The connection the app's settings name (SMTP_URL, SMTP_TIMEOUT); it opens on its first send."""
+    return SmtpConnection(parse_smtp_urls(config["SMTP_URL"]), timeout=config["SMTP_TIMEOUT"])
 
 
 def _classify(exc: Exception) -> Exception:
@@ -165,12 +171,10 @@ class SmtpConnection:
     def send(self, message: EmailMessage | bytes, sender: str, recipient: str, then: str | None = None) -> None:
         """Send one message to one recipient; raise TransientMailError or PermanentMailError.
 
-        `then`: the recipient the caller will send the next message to, from the same sender,
-        whatever happens to this one. With PIPELINING its MAIL, RCPT and DATA go in the same
-        write as this message's content (RFC 2920 lets the content open a group), so each
-        message after the first costs one round trip instead of two. (The relay then waits in
-        its DATA state for that message: if the next call is for anybody else, the connection is
-        closed rather than ever sending them a message meant for another.)
+        `then`: whom the caller sends the next message to, from the same sender, whatever happens
+        to this one. With PIPELINING their envelope rides with this message's content (RFC 2920):
+        one round trip per message; a next call for anybody else hangs up rather than send them
+        another's message (docs/ARCHITECTURE.md, "Delivery").
         """
         self.begin(message, sender, recipient, then)
         self.end()
@@ -237,13 +241,10 @@ class SmtpConnection:
 
     def _transaction(self, envelope: tuple[bytes, bytes, bytes], recipient: str, raw: bytes,
                      replies=None, following: tuple[bytes, bytes, bytes] | None = None) -> None:
-        """MAIL, RCPT, DATA and the message, as smtplib.sendmail would send them, with less work:
-        the three commands go in one write when the relay offers PIPELINING (RFC 2920), which every
-        common MTA does, so a message costs two round trips instead of four (one, with `then`);
-        and the body, which we write with CRLF line ends ourselves, is dot-stuffed with one
-        bytes.replace instead of two regular expressions over 25 kB (and the addresses are not
-        parsed again per message). `replies`: those to this envelope, sent ahead with the last
-        message. Returns with the message sent: end() reads the answer."""
+        """MAIL, RCPT, DATA and the message as smtplib.sendmail sends them, in one write with
+        PIPELINING (two round trips instead of four, one with `then`) and without its regular
+        expressions (docs/ARCHITECTURE.md, "Delivery"). `replies`: those to this envelope, sent
+        ahead with the last message. Returns with the message sent: end() reads the answer."""
         smtp = self._smtp
         sock = smtp.sock
         mail, rcpt, data = envelope

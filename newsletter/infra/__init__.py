@@ -1,0 +1,1 @@
+"""Wire clients, apart from the domain: the SMTP client."""
