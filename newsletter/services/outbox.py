@@ -20,7 +20,7 @@ from ..infra.smtp import SmtpConnection, connection_from_config
 from ..mail.compose import sender_address
 from ..models import OutboundEmail, OutboundStatus
 from ..queue import SEND_OUTBOUND, enqueue, worker_id
-from .throttle import backoff
+from .delivery.throttle import backoff
 
 log = logging.getLogger(__name__)
 SWEEP_GRACE = timedelta(seconds=10)  # leave freshly enqueued rows to the message that woke for them

@@ -5,7 +5,7 @@ send, schedule, pause, resume and cancel. Every change is audited in the transac
 or, where a delivery service commits on its own, right after it.
 
 The decisions behind them (a draft of chosen articles, editing and scheduling a draft, starting
-scheduled digests, progress figures) are services: services/digests and services/progress.
+scheduled digests, progress figures) are services: services/digests and services/delivery/progress.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from ..clock import now
 from ..errors import InvalidInput, PermanentMailError, TransientMailError
 from ..extensions import db
 from ..models import Article, Digest, Role
-from ..services import delivery, digests, operators, progress
+from ..services import delivery, digests, operators
+from ..services.delivery import progress
 
 bp = Blueprint("console_digests", __name__, url_prefix="/console/digests")
 

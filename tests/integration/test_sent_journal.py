@@ -9,11 +9,12 @@ import pytest
 from sqlalchemy import func, select
 
 from config import PROJECT_DIR
+from newsletter import queue
 from newsletter.extensions import db
+from newsletter.infra.redis_wire import RespClient, RespError
 from newsletter.mail.compose import sender_address
 from newsletter.models import Delivery, DeliveryStatus
 from newsletter.services import delivery
-from newsletter.services.resp import RespClient, RespError
 
 
 from .test_delivery import CONFIRMED, received_by, run_all, start
@@ -70,7 +71,7 @@ def test_the_resp_client_speaks_to_its_own_database_and_reports_failures(journal
 # A process that posts one journal entry, never reads Redis's answer, and is killed with -9 at once.
 POST_AND_DIE = """
 import os, signal, sys
-from newsletter.services.resp import RespClient, encode
+from newsletter.infra.redis_wire import RespClient, encode
 client = RespClient(sys.argv[1])
 client.post(encode(("RPUSH", "killed", "before")))
 client.post(encode(("RPUSH", "killed", sys.argv[2])))  # reads the answer to the first, not to this one
@@ -105,7 +106,7 @@ def die_mid_claim(app, digest_id, clock, mailer, smtp, monkeypatch, sent: int) -
     """What a worker killed mid-claim leaves: a claim of 3 leased to it, `sent` of them received
     by the relay and journaled, none written."""
     with app.app_context(), monkeypatch.context() as patch:
-        patch.setattr(delivery, "worker_id", lambda: DEAD)
+        patch.setattr(queue, "worker_id", lambda: DEAD)  # the engine looks it up per call
         first, last = delivery.batch_ranges(digest_id)[0]
         claimed = delivery.claim(digest_id, first, last, clock(), 3)
         people = delivery._recipients([c.subscriber_id for c in claimed])

@@ -2,7 +2,8 @@
 
 import pytest
 
-from newsletter.services.throttle import AdaptiveThrottle, RedisBucket
+from newsletter.infra.rate_bucket import RedisBucket
+from newsletter.services.delivery.throttle import AdaptiveThrottle
 
 
 @pytest.mark.redis

@@ -6,16 +6,16 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
-from ..extensions import db
-from ..models import Delivery, DeliveryStatus, Digest, DigestStatus
-from . import delivery
+from ...extensions import db
+from ...models import Delivery, DeliveryStatus, Digest, DigestStatus
+from .control import status
 
 RATE_WINDOW_SECONDS = 60
 
 
 def progress(digest_id: int, now: datetime) -> dict:
-    """delivery.status, plus what is finished, the send rate over the last minute and the time left."""
-    current = delivery.status(digest_id)
+    """status(), plus what is finished, the send rate over the last minute and the time left."""
+    current = status(digest_id)
     started = db.session.scalar(select(Digest.sent_at).where(Digest.id == digest_id))
     recent = db.session.scalar(select(func.count()).select_from(Delivery).where(
         Delivery.digest_id == digest_id, Delivery.status == DeliveryStatus.SENT,

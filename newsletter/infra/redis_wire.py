@@ -1,10 +1,8 @@
-"""A minimal Redis client for the hot path of bulk delivery: one command, one reply, nothing else.
+"""A lean Redis client for the sent journal's hot path: one command, one reply, over one socket.
 
-redis-py spends ~80 us of CPU per command (connection pool, response callbacks, pure-Python
-parsing); the sent journal writes one command per email, where that was more than the database
-round trip it replaces. This speaks RESP directly over one socket: ~30 us, most of it the system
-calls. Plain `redis://` URLs only (host, port, database number, password); anything else
-(`rediss://`, sockets) is left to redis-py by the caller.
+About 30 us per command against redis-py's ~80 (pool, callbacks, pure-Python parsing), paid once
+per email (docs/ARCHITECTURE.md, "Delivery"). Plain `redis://` URLs only (host, port, database,
+password); callers leave anything else (`rediss://`, sockets) to redis-py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,121 @@
+"""Operator control and progress: counts and status, pause, resume, cancel, done, and the sweeper."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from ...errors import InvalidInput
+from ...extensions import db
+from ...models import Delivery, DeliveryStatus, Digest, DigestStatus
+from .claims import OPEN
+from .fanout import enqueue_ranges
+
+
+def counts(digest_id: int) -> dict:
+    rows = db.session.execute(
+        select(Delivery.status, func.count()).where(Delivery.digest_id == digest_id).group_by(Delivery.status)
+    ).all()
+    by_status = {status.value: n for status, n in rows}
+    result = {name.value: by_status.get(name.value, 0) for name in DeliveryStatus}
+    result["total"] = sum(by_status.values())
+    return result
+
+
+def status(digest_id: int) -> dict:
+    digest = db.session.get(Digest, digest_id, populate_existing=True)
+    if digest is None:
+        raise InvalidInput("digest", f"No digest with id {digest_id}.")
+    c = counts(digest_id)
+    return {"status": digest.status.value, "total": c["total"], "pending": c["pending"], "sent": c["sent"],
+            "deferred": c["deferred"], "failed": c["failed"], "skipped": c["skipped"]}
+
+
+def finish_if_complete(digest_id: int, now: datetime) -> bool:
+    """`done` only when nothing is pending or deferred any more."""
+    # EXISTS, not COUNT: every range task ends here, and half-way through a big digest a count
+    # visits tens of thousands of index entries to answer a yes/no question.
+    still_open = db.session.scalar(
+        select(select(Delivery.id).where(Delivery.digest_id == digest_id, Delivery.status.in_(OPEN)).exists())
+    )
+    if still_open:
+        return False
+    finished = db.session.execute(
+        update(Digest).where(Digest.id == digest_id, Digest.status == DigestStatus.SENDING)
+        .values(status=DigestStatus.DONE)
+    ).rowcount
+    db.session.commit()
+    return bool(finished)
+
+
+def _transition(digest_id: int, from_states, to_state: DigestStatus) -> None:
+    digest = db.session.get(Digest, digest_id)
+    if digest is None:
+        raise InvalidInput("digest", f"No digest with id {digest_id}.")
+    moved = db.session.execute(
+        update(Digest).where(Digest.id == digest_id, Digest.status.in_(from_states)).values(status=to_state)
+    ).rowcount
+    if not moved:
+        db.session.rollback()
+        allowed = ", ".join(s.value for s in from_states)
+        raise InvalidInput("digest", f"Digest {digest_id} is {digest.status.value}; it must be {allowed}.")
+
+
+def pause(digest_id: int, now: datetime) -> None:
+    _transition(digest_id, [DigestStatus.SENDING], DigestStatus.PAUSED)
+    db.session.commit()
+
+
+def resume(digest_id: int, now: datetime) -> None:
+    _transition(digest_id, [DigestStatus.PAUSED], DigestStatus.SENDING)
+    db.session.commit()
+    enqueue_ranges(digest_id, only_open=True)
+
+
+def cancel(digest_id: int, now: datetime) -> None:
+    _transition(digest_id, [DigestStatus.SENDING, DigestStatus.PAUSED, DigestStatus.DRAFT,
+                            DigestStatus.SCHEDULED], DigestStatus.CANCELLED)
+    db.session.execute(
+        update(Delivery)
+        .where(Delivery.digest_id == digest_id, Delivery.status.in_(OPEN), Delivery.lease_owner.is_(None))
+        .values(status=DeliveryStatus.SKIPPED, last_error="digest cancelled"),
+        execution_options={"synchronize_session": False},
+    )
+    db.session.commit()
+
+
+def sweep(now: datetime) -> int:
+    """Hand out again what a lost task, a flushed queue or a dead worker left: for each digest
+    being sent, the ranges holding due rows when no worker holds a live lease on any of its rows,
+    and always the ranges of deferred rows whose retry time has come."""
+    handed = 0
+    for digest_id in db.session.scalars(select(Digest.id).where(Digest.status == DigestStatus.SENDING)):
+        if finish_if_complete(digest_id, now):
+            continue
+        busy = db.session.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.digest_id == digest_id, Delivery.lease_expires_at > now))
+        started = db.session.scalar(select(Digest.sent_at).where(Digest.id == digest_id)) or now
+        retry_due = db.session.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.digest_id == digest_id, Delivery.status == DeliveryStatus.DEFERRED,
+            Delivery.next_attempt_at <= now))
+        stalled = now - started > timedelta(seconds=current_app.config["DELIVERY_STALL_SECONDS"])
+        if retry_due or (not busy and stalled):
+            handed += enqueue_ranges(digest_id, only_open=True)
+    return handed
+
+
+def wait_for(digest_id: int, on_progress, poll_seconds: float = 0.5, timeout: float | None = None) -> dict:
+    """Poll status until the digest is no longer sending; call on_progress(status) each time."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        db.session.rollback()  # see other transactions' commits
+        current = status(digest_id)
+        on_progress(current)
+        if current["status"] not in (DigestStatus.SENDING.value,):
+            return current
+        if deadline is not None and time.monotonic() > deadline:
+            return current
+        time.sleep(poll_seconds)
