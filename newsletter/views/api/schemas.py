@@ -134,8 +134,8 @@ class NewSubscriber(RequestBody):
          "consent_source": "paper form at the 2026 book fair"}]})
 
     email: Email
-    consent: Annotated[bool | str, Field(description="Must be true (or yes, y, on, 1): the person's own yes. "
-                                                     "Anything else is refused (400)."),
+    consent: Annotated[bool | str, Field(description="Must be true (or one of y, yes, on, true, 1): the "
+                                                     "person's own yes. Anything else is refused (400)."),
                        BeforeValidator(_real_yes(OPERATOR_CONSENT_REQUIRED))]
     consent_source: Annotated[str, Field(min_length=1, max_length=MAX_CONSENT_SOURCE,
                                          description="Where and how the consent was given; recorded as "
