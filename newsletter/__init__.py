@@ -110,9 +110,9 @@ def _check_settings(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from .views import api, api_v1, articles_api, console, console_articles, console_digests, console_subscribers, public
+    from .views import api, console, console_articles, console_digests, console_subscribers, public
 
-    for blueprint in (public.bp, api.bp, articles_api.bp, api_v1.bp, console.bp, console_subscribers.bp,
+    for blueprint in (public.bp, api.bp, console.bp, console_subscribers.bp,
                       console_articles.bp, console_digests.bp):
         app.register_blueprint(blueprint)
     if app.debug or app.config["DEV_MAIL_VIEWER"]:

@@ -43,14 +43,19 @@ def requires(role: Role):
     return decorate
 
 
+def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None without one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
 def api_operator() -> Operator | None:
     from .services.operators import operator_for_token
 
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return operator_for_token(token.strip(), now())
+    token = bearer_token()
+    return None if token is None else operator_for_token(token, now())
 
 
 def api_requires(role: Role):

@@ -56,7 +56,7 @@ def create_digest(now: datetime, subject: str | None = None, since: datetime | N
 
     Raises InvalidInput for a subject with line breaks or over 200 characters.
     """
-    subject = _checked_subject(subject)
+    subject = checked_subject(subject)
     articles = new_articles(since, limit=MAX_ARTICLES)
     if not articles:
         return None
@@ -83,7 +83,7 @@ def default_subject(articles: list[Article]) -> str:
     return f"{site}: {title}{more}"[:MAX_SUBJECT_LENGTH]
 
 
-def _checked_subject(subject: str | None) -> str | None:
+def checked_subject(subject: str | None) -> str | None:
     if subject is None:
         return None
     reject_control_characters("subject", subject)
@@ -135,7 +135,7 @@ def send_test_copy(digest_id: int, address: str, now: datetime) -> str:
 
 def compose_draft(article_ids: list[int], subject: str | None, intro: str | None, now: datetime) -> Digest:
     """A draft carrying exactly these articles, in this order. Raises InvalidInput."""
-    subject = _checked_subject(subject)
+    subject = checked_subject(subject)
     intro = _checked_intro(intro)
     if not article_ids:
         raise InvalidInput("articles", "Choose at least one article.")
@@ -162,7 +162,7 @@ def compose_draft(article_ids: list[int], subject: str | None, intro: str | None
 def edit_draft(digest: Digest, subject: str | None, intro: str | None) -> str:
     """New subject and intro for a digest that has not gone out. An empty subject gets the default.
     Returns the subject."""
-    subject = _checked_subject(subject) or default_subject(digest.articles)
+    subject = checked_subject(subject) or default_subject(digest.articles)
     intro = _checked_intro(intro)
     # Conditional: a send that started since the page was shown wins, and the text it sends stays.
     changed = db.session.execute(

@@ -21,8 +21,8 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 from newsletter import create_app
 from newsletter.extensions import db
 from newsletter.models import Article, Digest, DigestArticle, DigestStatus, Operator, Role, Subscriber, SubscriberStatus
-from newsletter.openapi import openapi_document
 from newsletter.services import operators
+from newsletter.views.api.openapi import openapi_document
 
 from tests.support.database import base_config
 
