@@ -669,3 +669,10 @@ def wait_for(digest_id: int, on_progress, poll_seconds: float = 0.5, timeout: fl
         if deadline is not None and time.monotonic() > deadline:
             return current
         time.sleep(poll_seconds)
+
+
+def progress(digest_id: int, now: datetime) -> dict:
+    """What people watching a send see (console and `digest send --wait`): services/progress."""
+    from .progress import progress as figures  # that module reads status() from here
+
+    return figures(digest_id, now)
