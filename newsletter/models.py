@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timezone
 
+from flask_login import UserMixin
 from sqlalchemy import (
     Boolean,
     DateTime,
-    UniqueConstraint,
     Enum,
     ForeignKey,
     Index,
@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     event,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -299,7 +300,7 @@ class Suppression(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class Operator(db.Model):
+class Operator(UserMixin, db.Model):
     """A console user. Passwords are argon2id hashes; repeated failures lock the account a while."""
 
     __tablename__ = "operator"
@@ -314,21 +315,10 @@ class Operator(db.Model):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    # Flask-Login
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
     @property
     def is_active(self) -> bool:
+        """Flask-Login's: a deactivated operator cannot log in, and their session ends."""
         return self.active
-
-    @property
-    def is_anonymous(self) -> bool:
-        return False
-
-    def get_id(self) -> str:
-        return str(self.id)
 
 
 class ApiToken(db.Model):

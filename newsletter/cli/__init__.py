@@ -4,12 +4,12 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from ..devserver import dev_command
-    from . import delivery  # noqa: F401  (adds send/pause/resume/cancel/status to the digest group)
     from .articles import articles_cli
-    from .digests import digest_cli
+    from .dev import dev_command
+    from .digest import digest_cli
     from .operators import operators_cli
-    from .subscribers import subscribers_cli, terms_cli
+    from .subscribers import subscribers_cli
+    from .terms import terms_cli
 
     for command in (terms_cli, subscribers_cli, articles_cli, digest_cli, operators_cli, dev_command):
         app.cli.add_command(command)

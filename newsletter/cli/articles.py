@@ -19,8 +19,8 @@ articles_cli = AppGroup("articles", help="Articles: fetch feeds, import files.")
 def articles_fetch(urls):
     """Fetch RSS/Atom feeds (URLS, or FEED_URLS) and import new and changed articles.
 
-    A 304 Not Modified imports nothing. Exits 1 when a feed could not be fetched or none of its entries could be imported; the other
-    feeds are imported all the same.
+    A 304 Not Modified imports nothing. Exits 1 when a feed could not be fetched or none of its
+    entries could be imported; the other feeds are imported all the same.
     """
     if not urls and not current_app.config["FEED_URLS"]:
         raise click.ClickException("No feeds to fetch: give their URLs or set FEED_URLS.")

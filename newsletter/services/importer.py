@@ -1,4 +1,7 @@
-"""Importing a list from another tool (CSV), in batches, with the consent source recorded per row."""
+"""Importing a list from another tool (CSV), in batches, with the consent source recorded per row.
+
+`import_subscribers` is the one way in, for the console's upload and `flask subscribers import`.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,16 @@ import io
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import BinaryIO
 
 from sqlalchemy import insert, select
 
 from ..errors import InvalidInput
 from ..extensions import db
 from ..models import ConsentEvent, ConsentKind, Subscriber, SubscriberStatus
+from ..queue import SEND_OUTBOUND, enqueue
 from ..validation import clean_name, normalize_email
-from . import suppression
+from . import subscriptions, suppression
 
 BATCH_SIZE = 2000
 
@@ -27,6 +32,45 @@ class ImportReport:
     skipped_duplicate: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
     confirmation_ids: list[int] = field(default_factory=list)  # outbound emails to wake, when pending
+
+
+def import_subscribers(stream: BinaryIO, consent_source: str, confirmed: bool, now: datetime,
+                       progress=None) -> ImportReport:
+    """Import a CSV file (bytes, UTF-8). Pending people each get a confirmation email through the
+    outbox, written with their batch; the workers are woken after the commits."""
+    check_readable_csv(stream)
+    handle = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        report = import_csv(handle, consent_source, confirmed, now, progress=progress,
+                            queue_confirmation=None if confirmed else subscriptions.queue_confirmation)
+    finally:
+        handle.detach()  # the stream stays the caller's to close
+    for outbound_id in report.confirmation_ids:
+        if not enqueue(SEND_OUTBOUND, outbound_id):
+            break  # the outbox sweeper sends the rest once the broker is back
+    return report
+
+
+def check_readable_csv(stream: BinaryIO) -> None:
+    """Read the whole file once before importing: a file that is not UTF-8 or not CSV must be
+    refused before the first batch is committed, not halfway through."""
+    def decoded_lines():
+        # Line by line, so the message names the line (UTF-8 never has a newline inside a character).
+        for number, raw in enumerate(stream, start=1):
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput("file", f"Line {number} of the file is not UTF-8 text. Save the file as "
+                                           "“CSV UTF-8” and try again.") from None
+
+    stream.seek(0)
+    reader = csv.reader(decoded_lines())
+    try:
+        for _ in reader:
+            pass
+    except csv.Error as error:
+        raise InvalidInput("file", f"The file is not a readable CSV file (line {reader.line_num}): {error}.") from None
+    stream.seek(0)
 
 
 def _rows(handle: io.TextIOBase):
@@ -103,7 +147,8 @@ def _write_batch(batch, consent_source, confirmed, now, report, queue_confirmati
     db.session.execute(insert(Subscriber.__table__), rows)
     ids = list(db.session.scalars(select(Subscriber.id).where(Subscriber.email.in_([r["email"] for r in rows]))))
     db.session.execute(insert(ConsentEvent.__table__), [
-        {"subscriber_id": subscriber_id, "kind": ConsentKind.IMPORTED, "occurred_at": now, "source": consent_source[:512]}
+        {"subscriber_id": subscriber_id, "kind": ConsentKind.IMPORTED, "occurred_at": now,
+         "source": consent_source[:512]}
         for subscriber_id in ids
     ])
     if not confirmed and queue_confirmation is not None:

@@ -49,6 +49,18 @@ def create_operator(email: str, role: str, password: str, now: datetime, by: Ope
     return operator
 
 
+def deactivate_operator(operator_id: int, by: Operator, ip: str | None, now: datetime) -> Operator:
+    """The account can no longer log in, and its session and API tokens stop working.
+    Nobody deactivates themselves: the last admin could lock everyone out."""
+    operator = db.session.get(Operator, operator_id)
+    if operator is None or operator.id == by.id:
+        raise InvalidInput("operator", "You cannot deactivate that account.")
+    operator.active = False
+    audit(by, "operator.deactivate", f"operator:{operator.id}", None, ip, now)
+    db.session.commit()
+    return operator
+
+
 def authenticate(email: str, password: str, ip: str | None, now: datetime) -> Operator:
     """The operator, or LoginRefused. Failures count; enough of them lock the account a while."""
     try:

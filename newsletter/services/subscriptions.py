@@ -6,6 +6,7 @@ email itself (OutboundEmail); the queue is told only after the commit.
 
 from __future__ import annotations
 
+import enum
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,8 +49,18 @@ class Context:
                 "source": (self.source or "")[:512] or None}
 
 
-def request_signup(email, name, consent, terms: TermsVersion, context: Context, now: datetime) -> None:
-    """Start (or restart) double opt-in for an address. Says the same thing whoever the address is.
+class SignupOutcome(enum.StrEnum):
+    """What a signup did, for the operator's eyes only: the public answer is the same for all."""
+
+    CREATED = "created"  # a new pending subscriber
+    RESTARTED = "restarted"  # known, pending or unsubscribed: the opt-in starts again
+    UNCHANGED = "unchanged"  # confirmed, bounced or complained: nothing changes
+    SUPPRESSED = "suppressed"  # never to be mailed again (hard bounce, complaint, erasure)
+
+
+def request_signup(email, name, consent, terms: TermsVersion, context: Context, now: datetime) -> SignupOutcome:
+    """Start (or restart) double opt-in for an address. Callers that answer the public must say the
+    same thing whatever the outcome.
 
     Raises InvalidInput, and changes nothing, for bad input or consent that is not a real yes.
     """
@@ -58,28 +69,34 @@ def request_signup(email, name, consent, terms: TermsVersion, context: Context, 
     if not consent_given(consent):
         raise InvalidInput("consent", CONSENT_REQUIRED)
     try:
-        outbound_id = _record_signup(address, name, raw_consent_value(consent), terms, context, now)
+        outcome, outbound_id = _record_signup(address, name, raw_consent_value(consent), terms, context, now)
     except IntegrityError:
         # The same address signed up at the same moment in another request: its row stands now.
         db.session.rollback()
-        outbound_id = _record_signup(address, name, raw_consent_value(consent), terms, context, now)
+        outcome, outbound_id = _record_signup(address, name, raw_consent_value(consent), terms, context, now)
     if outbound_id is not None:
         enqueue(SEND_OUTBOUND, outbound_id)
+    return outcome
 
 
-def _record_signup(address, name, checkbox_value, terms, context, now) -> int | None:
+def _record_signup(address, name, checkbox_value, terms, context, now) -> tuple[SignupOutcome, int | None]:
+    """The outcome, and the confirmation email to wake the workers for (None: no new mail)."""
     if suppression.is_suppressed(address):
-        return None  # never mailed again (hard bounce, complaint): no mail, and the same answer
+        return SignupOutcome.SUPPRESSED, None  # never mailed again: no mail, and the same answer
     subscriber = db.session.scalar(select(Subscriber).where(Subscriber.email == address))
     if subscriber is None:
+        outcome = SignupOutcome.CREATED
         subscriber = Subscriber(email=address, name=name, created_at=now)
         db.session.add(subscriber)
         _start_optin(subscriber)
     elif subscriber.status is SubscriberStatus.UNSUBSCRIBED:
+        outcome = SignupOutcome.RESTARTED
         _start_optin(subscriber)  # coming back goes through the whole opt-in again
         subscriber.name = name or subscriber.name
-    elif subscriber.status is not SubscriberStatus.PENDING:
-        return None  # confirmed (or bounced, complained): no new mail, nothing changes, nothing tells
+    elif subscriber.status is SubscriberStatus.PENDING:
+        outcome = SignupOutcome.RESTARTED
+    else:
+        return SignupOutcome.UNCHANGED, None  # confirmed (or bounced, complained): nothing tells
 
     db.session.add(ConsentEvent(
         subscriber=subscriber, kind=ConsentKind.REQUESTED, occurred_at=now,
@@ -91,7 +108,7 @@ def _record_signup(address, name, checkbox_value, terms, context, now) -> int | 
     if not _confirmation_sent_recently(subscriber, now):
         outbound = queue_confirmation(subscriber, now)
     db.session.commit()
-    return outbound.id if outbound else None
+    return outcome, outbound.id if outbound else None
 
 
 def _start_optin(subscriber: Subscriber) -> None:

@@ -144,14 +144,11 @@ def operator_list():
 @bp.post("/operators/<int:operator_id>/deactivate")
 @requires(Role.ADMIN)
 def deactivate_operator(operator_id):
-    operator = db.session.get(Operator, operator_id)
-    if operator is None or operator.id == current_user.id:
-        flash("You cannot deactivate that account.", "error")
-    else:
-        operator.active = False
-        operators.audit(current_user, "operator.deactivate", f"operator:{operator.id}", None, request.remote_addr, now())
-        db.session.commit()
+    try:
+        operator = operators.deactivate_operator(operator_id, current_user, request.remote_addr, now())
         flash(f"{operator.email} can no longer log in.", "notice")
+    except InvalidInput as error:
+        flash(error.message, "error")
     return redirect(url_for("console.operator_list"))
 
 

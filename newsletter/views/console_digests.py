@@ -25,7 +25,6 @@ from ..errors import InvalidInput, PermanentMailError, TransientMailError
 from ..extensions import db
 from ..models import Article, Digest, Role
 from ..services import delivery, digests, operators
-from ..services.delivery import progress
 
 bp = Blueprint("console_digests", __name__, url_prefix="/console/digests")
 
@@ -132,7 +131,7 @@ def _chosen_in_order(form) -> list[int]:
 @requires(Role.VIEWER)
 def show(digest_id):
     digest = _digest_or_404(digest_id)
-    return render_template("console/digests/show.html", digest=digest, progress=progress.progress(digest_id, now()),
+    return render_template("console/digests/show.html", digest=digest, progress=delivery.progress(digest_id, now()),
                            editable=digest.status in digests.EDITABLE, zone=current_app.config["DIGEST_TIMEZONE"],
                            local_scheduled=_in_site_zone(digest.scheduled_for))
 
@@ -141,7 +140,7 @@ def show(digest_id):
 @requires(Role.VIEWER)
 def progress_json(digest_id):
     _digest_or_404(digest_id)
-    response = jsonify(progress.progress(digest_id, now()))
+    response = jsonify(delivery.progress(digest_id, now()))
     response.headers["Cache-Control"] = "no-store"
     return response
 

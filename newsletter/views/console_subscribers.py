@@ -8,8 +8,6 @@ export is an audited disclosure, which a link, a prefetch or another site's <img
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import datetime
 
@@ -22,9 +20,7 @@ from ..clock import now
 from ..errors import InvalidInput
 from ..extensions import db
 from ..models import Delivery, OutboundEmail, Role, Subscriber, SubscriberStatus
-from ..queue import SEND_OUTBOUND, enqueue
-from ..services import gdpr, operators, subscriptions
-from ..services.importer import ImportReport, import_csv
+from ..services import exporter, gdpr, importer, operators, subscriptions
 from ..validation import consent_given
 
 bp = Blueprint("console_subscribers", __name__, url_prefix="/console/subscribers")
@@ -32,11 +28,7 @@ bp = Blueprint("console_subscribers", __name__, url_prefix="/console/subscribers
 PAGE_SIZE = 50
 MAX_SEARCH = 254
 MAX_ID = 2**31 - 1  # beyond an INTEGER column: no such row, and no overflow in the driver
-EXPORT_BATCH = 1000  # rows per fetch from the database and per chunk of the response
-EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at")
 SHOWN_BAD_ROWS = 500
-# A cell starting with one of these is a formula to Excel and LibreOffice (CSV injection).
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 
@@ -141,8 +133,7 @@ def import_form():
                                                  "the tool the list comes from): it is recorded with each of them.")
         if upload is None or not upload.filename:
             raise InvalidInput("file", "Choose a CSV file to import.")
-        _check_readable_csv(upload.stream)
-        report = import_subscribers(upload.stream, source, confirmed, now())
+        report = importer.import_subscribers(upload.stream, source, confirmed, now())
     except InvalidInput as error:
         db.session.rollback()
         flash(error.message, "error")
@@ -161,43 +152,6 @@ def import_form():
                            bad_rows=report.errors[:SHOWN_BAD_ROWS])
 
 
-def import_subscribers(stream, consent_source: str, confirmed: bool, now: datetime) -> ImportReport:
-    """The CLI's rules (`subscribers import`): pending people get a confirmation through the
-    outbox, and the workers are woken after the commits."""
-    handle = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    try:
-        report = import_csv(handle, consent_source, confirmed, now,
-                            queue_confirmation=None if confirmed else subscriptions.queue_confirmation)
-    finally:
-        handle.detach()  # the upload's stream belongs to the request
-    for outbound_id in report.confirmation_ids:
-        if not enqueue(SEND_OUTBOUND, outbound_id):
-            break  # the outbox sweeper sends the rest once the broker is back
-    return report
-
-
-def _check_readable_csv(stream) -> None:
-    """Read the whole upload once before importing: a file that is not UTF-8 or not CSV must be
-    refused before the first batch is committed, not halfway through."""
-    def decoded_lines():
-        # Line by line, so the message names the line (UTF-8 never has a newline inside a character).
-        for number, raw in enumerate(stream, start=1):
-            try:
-                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise InvalidInput("file", f"Line {number} of the file is not UTF-8 text. Save the file as "
-                                           "“CSV UTF-8” and try again.") from None
-
-    stream.seek(0)
-    reader = csv.reader(decoded_lines())
-    try:
-        for _ in reader:
-            pass
-    except csv.Error as error:
-        raise InvalidInput("file", f"The file is not a readable CSV file (line {reader.line_num}): {error}.") from None
-    stream.seek(0)
-
-
 # --- CSV export ----------------------------------------------------------------------------------
 
 
@@ -205,42 +159,11 @@ def _check_readable_csv(stream) -> None:
 @requires(Role.ADMIN)
 def export_csv():
     clock = now()
-    total = db.session.scalar(select(func.count()).select_from(Subscriber))
-    operators.audit(current_user, "subscribers.export", None, {"rows": total}, request.remote_addr, clock)
-    db.session.commit()
-    response = Response(_csv_chunks(db.engine), mimetype="text/csv")
+    chunks = exporter.export_subscribers(current_user, request.remote_addr, clock)
+    response = Response(chunks, mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="subscribers-{clock:%Y%m%d-%H%M%S}.csv"'
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def _csv_chunks(engine):
-    """The file, a batch of rows at a time. It reads through a connection of its own, not the
-    request's session: the response outlives the request, and a download that is abandoned midway
-    just closes the generator, and with it the connection."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(EXPORT_COLUMNS)
-    query = (select(Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.created_at,
-                    Subscriber.confirmed_at, Subscriber.unsubscribed_at).order_by(Subscriber.id))
-    with engine.connect() as connection:
-        # yield_per streams from the database (a server-side cursor on PostgreSQL): one batch in memory.
-        result = connection.execution_options(yield_per=EXPORT_BATCH).execute(query)
-        for batch in result.partitions():
-            for row in batch:
-                writer.writerow((row.email, _cell(row.name), row.status.value, _iso(row.created_at),
-                                 _iso(row.confirmed_at), _iso(row.unsubscribed_at)))
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
-
-
-def _cell(text: str | None) -> str:
-    """Free text a stranger typed (the name) cannot become a spreadsheet formula."""
-    if not text:
-        return ""
-    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def _iso(value: datetime | None) -> str:

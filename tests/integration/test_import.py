@@ -65,3 +65,12 @@ def test_import_needs_a_consent_source(app, runner, tmp_path):
     assert runner.invoke(args=["subscribers", "import", csv_file]).exit_code != 0
     result = runner.invoke(args=["subscribers", "import", csv_file, "--consent-source", "  "])
     assert result.exit_code != 0 and "consent" in result.output
+
+
+def test_import_refuses_a_file_that_is_not_utf8_and_imports_nothing(app, runner, tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("email,name\nada@example.com,Ada\nbo@example.com,Bo Lindstr\u00f6m\n".encode("latin-1"))
+    result = runner.invoke(args=["subscribers", "import", str(path), "--consent-source", "x"])
+    assert result.exit_code == 1 and "Line 3 of the file is not UTF-8 text" in result.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 0

@@ -90,6 +90,30 @@ def test_login_is_rate_limited(app, client, admin):
     assert log_in(client, admin).status_code == 429
 
 
+def test_a_deactivated_operator_is_logged_out_and_cannot_log_in_again(app, client, admin, clock):
+    with app.app_context():
+        editor_id = operators.create_operator("editor@example.org", "editor", PASSWORD, clock()).id
+        admin_id = db.session.scalar(select(Operator.id).where(Operator.email == admin))
+    editor = app.test_client()
+    assert log_in(editor, "editor@example.org").status_code == 302
+    assert editor.get("/console/").status_code == 200
+    log_in(client, admin)
+    token = form_fields(client.get("/console/operators").get_data(as_text=True))["csrf_token"]
+    own = client.post(f"/console/operators/{admin_id}/deactivate", data={"csrf_token": token}, follow_redirects=True)
+    assert "You cannot deactivate that account." in own.get_data(as_text=True)
+    done = client.post(f"/console/operators/{editor_id}/deactivate", data={"csrf_token": token},
+                       follow_redirects=True)
+    assert "editor@example.org can no longer log in." in done.get_data(as_text=True)
+    assert editor.get("/console/").status_code == 302  # the session ended with the account
+    refused = log_in(editor, "editor@example.org")
+    assert refused.status_code == 200 and "Wrong email or password" in refused.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(Operator, editor_id).is_active is False
+        assert db.session.get(Operator, admin_id).is_active is True
+        assert list(db.session.scalars(select(AuditEvent.target).where(
+            AuditEvent.action == "operator.deactivate"))) == [f"operator:{editor_id}"]
+
+
 def test_api_token_is_shown_once_stored_hashed_and_revocable(app, client, admin):
     log_in(client, admin)
     page = client.get("/console/tokens").get_data(as_text=True)

@@ -98,6 +98,49 @@ def test_answers_are_identical_for_new_pending_and_confirmed_addresses(app, visi
     assert api[0].status_code == 202
 
 
+def test_signup_tells_its_caller_what_it_did_and_the_public_the_same_thing_each_time(app, visitor, client, clock):
+    from newsletter.services.subscriptions import Context, SignupOutcome, request_signup
+    from newsletter.services.suppression import suppress
+    from newsletter.services.terms import current_terms
+
+    def outcome(email):
+        with app.app_context():
+            return request_signup(email, None, "yes", current_terms(clock()), Context(None, None, "test"), clock())
+
+    def unsubscribe(email):
+        with app.app_context():
+            row = db.session.scalar(select(Subscriber).where(Subscriber.email == email))
+            row.status = SubscriberStatus.UNSUBSCRIBED
+            db.session.commit()
+
+    with app.app_context():
+        suppress("gone@example.com", "hard-bounce", clock())
+        db.session.commit()
+    assert outcome("Ada@Example.com") is SignupOutcome.CREATED
+    assert outcome("ada@example.com") is SignupOutcome.RESTARTED  # still pending
+    make_confirmed(app, "ada@example.com", clock)
+    assert outcome("ada@example.com") is SignupOutcome.UNCHANGED
+    unsubscribe("ada@example.com")
+    assert outcome("ada@example.com") is SignupOutcome.RESTARTED
+    assert outcome("gone@example.com") is SignupOutcome.SUPPRESSED
+
+    # The same five situations through the form and the API: one answer for all.
+    forms, apis = [], []
+    for email, afterwards in [
+        ("bo@example.com", None),  # created
+        ("bo@example.com", lambda: make_confirmed(app, "bo@example.com", clock)),  # restarted while pending
+        ("bo@example.com", lambda: unsubscribe("bo@example.com")),  # unchanged: confirmed
+        ("bo@example.com", None),  # restarted after unsubscribing
+        ("gone@example.com", None),  # suppressed
+    ]:
+        forms.append(visitor.sign_up(email))
+        apis.append(client.post("/api/v1/subscribe", json={"email": email, "consent": True}))
+        if afterwards:
+            afterwards()
+    assert len({(r.status_code, r.headers["Location"], r.get_data()) for r in forms}) == 1
+    assert len({(r.status_code, r.get_data()) for r in apis}) == 1
+
+
 def test_confirmed_address_gets_no_new_mail_and_nothing_changes(app, visitor, clock):
     visitor.sign_up("known@example.com")
     make_confirmed(app, "known@example.com", clock)

@@ -13,12 +13,13 @@ database is the truth; a lost task or a dead worker only delays rows (docs/ARCHI
 from .claims import OPEN, Claimed, claim, record_outcome, replay_journals
 from .control import cancel, counts, finish_if_complete, pause, resume, status, sweep, wait_for
 from .fanout import batch_ranges, enqueue_ranges, start_sending
+from .progress import progress
 from .send_loop import Mailer, Messenger, _recipients, is_no_such_user, process_mailer, send_range
 from .sent_marks import JOURNAL_KEY, SentMarker, process_marker
 
 __all__ = [
     "JOURNAL_KEY", "OPEN", "Claimed", "Mailer", "Messenger", "SentMarker", "_recipients", "batch_ranges", "cancel",
     "claim", "counts", "enqueue_ranges", "finish_if_complete", "is_no_such_user", "pause", "process_mailer",
-    "process_marker", "record_outcome", "replay_journals", "resume", "send_range", "start_sending", "status",
+    "process_marker", "progress", "record_outcome", "replay_journals", "resume", "send_range", "start_sending", "status",
     "sweep", "wait_for",
 ]

@@ -1,4 +1,5 @@
-"""`flask --app wsgi digest ...`: compose, preview and test-send digests."""
+"""`flask --app wsgi digest ...`: compose, preview and test-send digests; send, pause, resume,
+cancel and watch their delivery."""
 
 import json
 from datetime import datetime, timezone
@@ -11,7 +12,7 @@ from flask.cli import AppGroup
 
 from ..clock import now
 from ..errors import InvalidInput, PermanentMailError, TransientMailError
-from ..services import digests
+from ..services import delivery, digests
 
 digest_cli = AppGroup("digest", help="Digests: create, preview, test-send.")
 
@@ -90,3 +91,85 @@ def parse_when(text: str, zone_name: str) -> datetime:
         except (ZoneInfoNotFoundError, ValueError):
             raise click.ClickException(f"DIGEST_TIMEZONE {zone_name!r} is not a time zone.") from None
     return when.astimezone(timezone.utc)
+
+
+# --- delivery ------------------------------------------------------------------------------------
+
+
+def _run(action, digest_id):
+    try:
+        return action(digest_id, now())
+    except InvalidInput as error:
+        raise click.ClickException(error.message) from None
+
+
+def progress_text(figures: dict) -> str:
+    return (f"sent {figures['sent']:,} / deferred {figures['deferred']:,} / failed {figures['failed']:,}"
+            f" of {figures['total']:,}  {figures['rate_text']}  ETA {figures['eta_text']}  ({figures['status']})")
+
+
+@digest_cli.command("send")
+@click.argument("digest_id", type=int)
+@click.option("--wait", is_flag=True, help="Show progress until the digest is done; exit 1 if any failed.")
+def digest_send(digest_id, wait):
+    """Send digest ID to every confirmed subscriber."""
+    total = _run(delivery.start_sending, digest_id)
+    click.echo(f"Digest {digest_id}: sending to {total:,} subscribers.")
+    if not wait:
+        return
+    figures = delivery.progress(digest_id, now())
+    # The label carries the figures: a terminal gets the bar redrawn in place, a pipe or a log
+    # gets click's plain fallback, the label printed again each time it changes.
+    with click.progressbar(length=figures["total"], label=progress_text(figures), bar_template="[%(bar)s] %(label)s",
+                           show_eta=False, show_percent=False, empty_char="-", width=30,
+                           update_min_steps=0) as bar:  # 0: redraw when only deferred or the rate moved
+
+        def show(_status):
+            current = delivery.progress(digest_id, now())  # the console's figures, not wait_for's counts
+            bar.label = progress_text(current)
+            bar.update(current["finished"] - bar.pos)
+
+        final = delivery.wait_for(digest_id, show)
+    click.echo(json.dumps(final))
+    if final["failed"] or final["status"] != "done":
+        raise SystemExit(1)
+
+
+@digest_cli.command("pause")
+@click.argument("digest_id", type=int)
+def digest_pause(digest_id):
+    """Stop handing out digest ID's deliveries (workers stop within a claim)."""
+    _run(delivery.pause, digest_id)
+    click.echo(f"Digest {digest_id} paused.")
+
+
+@digest_cli.command("resume")
+@click.argument("digest_id", type=int)
+def digest_resume(digest_id):
+    """Continue a paused digest exactly where it stopped."""
+    _run(delivery.resume, digest_id)
+    click.echo(f"Digest {digest_id} resumed.")
+
+
+@digest_cli.command("cancel")
+@click.argument("digest_id", type=int)
+def digest_cancel(digest_id):
+    """Stop digest ID for good; what was not sent is skipped."""
+    _run(delivery.cancel, digest_id)
+    click.echo(f"Digest {digest_id} cancelled.")
+
+
+@digest_cli.command("status")
+@click.argument("digest_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def digest_status(digest_id, as_json):
+    """Where digest ID's delivery stands."""
+    try:
+        current = delivery.status(digest_id)
+    except InvalidInput as error:
+        raise click.ClickException(error.message) from None
+    if as_json:
+        click.echo(json.dumps(current))
+        return
+    click.echo(f"Digest {digest_id} is {current['status']}: " + ", ".join(
+        f"{current[k]:,} {k}" for k in ("total", "pending", "sent", "deferred", "failed", "skipped")))

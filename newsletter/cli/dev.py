@@ -14,13 +14,16 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from aiosmtpd.controller import Controller
 from flask import current_app
 from flask.cli import with_appcontext
 
 from config import PROJECT_DIR
+
+if TYPE_CHECKING:
+    from aiosmtpd.controller import Controller
 
 
 class MailSink:
@@ -42,6 +45,9 @@ class MailSink:
 
 
 def start_mail_sink(folder: Path, host: str, port: int) -> Controller:
+    # Imported here: web and worker processes load this module with the CLI, never the sink.
+    from aiosmtpd.controller import Controller
+
     controller = Controller(MailSink(folder), hostname=host, port=port)
     controller.start()
     return controller
