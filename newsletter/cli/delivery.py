@@ -1,6 +1,7 @@
 """`flask --app wsgi digest send|pause|resume|cancel|status`: bulk delivery of a digest."""
 
 import json
+import sys
 import time
 
 import click
@@ -53,7 +54,7 @@ def digest_send(digest_id, wait):
     click.echo(f"Digest {digest_id}: sending to {total:,} subscribers.")
     if not wait:
         return
-    stream = click.get_text_stream("stdout")
+    stream = sys.stdout
     final = delivery.wait_for(digest_id, ProgressLine(stream))
     stream.write("\n")
     click.echo(json.dumps(final))

@@ -1,6 +1,7 @@
 """`flask --app wsgi terms ...` and `flask --app wsgi subscribers ...`."""
 
 import json
+import sys
 
 import click
 from flask.cli import AppGroup
@@ -51,7 +52,7 @@ def subscribers_import(file, consent_source, confirmed):
         total = max(sum(1 for _ in handle) - 1, 0)
         handle.seek(0)
         with click.progressbar(length=total, label="Importing", show_pos=True, show_percent=True,
-                               file=click.get_text_stream("stderr")) as bar:
+                               file=sys.stderr) as bar:
             try:
                 report = import_csv(handle, consent_source, confirmed, now(), progress=bar.update,
                                     queue_confirmation=None if confirmed else subscriptions.queue_confirmation)
