@@ -85,7 +85,7 @@ SETTINGS = (
     Setting("SECRET_KEY", text, DEFAULT_SECRET_KEY, "signs links and sessions"),
     # Keep it stable: changing it forgets the suppressions.
     Setting("SUPPRESSION_KEY", text, lambda c: c.SECRET_KEY, "keys the HMAC of suppressed addresses"),
-    Setting("BASE_URL", no_trailing_slash, "http://127.0.0.1:5000", "where the service is reached: absolute links in emails"),
+    Setting("BASE_URL", no_trailing_slash, "http://127.0.0.1:5000", "where the service is reached (links in emails)"),
     Setting("DATABASE_URL", database_url, lambda c: _sqlite_url(c.INSTANCE_DIR / "newsletter.sqlite"),
             "the database (SQLAlchemy URL; postgres:// works)", key="SQLALCHEMY_DATABASE_URI"),
     Setting("REDIS_URL", text, None, "Redis for the broker, rate limits and the sent journal"),
