@@ -3,27 +3,23 @@
 The defaults run the whole service on one machine: SQLite for data, a SQLite file as the Celery
 broker, a local SMTP sink for mail. Production sets DATABASE_URL, CELERY_BROKER_URL / REDIS_URL,
 SMTP_URL, SECRET_KEY and BASE_URL.
+
+SETTINGS declares each variable once; Config reads them in order, so a default may derive from a
+setting declared above it. README.md's configuration table lists the same names (a test checks it).
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
 # The SECRET_KEY used when none is set. create_app refuses to start with it outside debug/testing.
 DEFAULT_SECRET_KEY = "dev-only-insecure-secret-key"
-
-
-def _env(name, default=None):
-    value = os.environ.get(name)
-    return default if value is None or value == "" else value
-
-
-def _env_bool(name, default=False):
-    value = _env(name)
-    if value is None:
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def _sqlite_url(path: Path) -> str:
@@ -40,83 +36,128 @@ def database_url(raw: str) -> str:
     return raw
 
 
+# How a variable's text becomes a value: the "type" column of SETTINGS.
+def text(value: str) -> str:
+    return value
+
+
+def flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def path(value: str | Path) -> Path:
+    return Path(value).resolve()
+
+
+def comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def no_trailing_slash(value: str) -> str:
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the environment variable
+    type: Callable[[Any], Any]  # parses the variable's text (or the default)
+    # As the environment would spell it; None: unset. A callable derives it from the settings read before.
+    default: str | None | Callable[[Config], Any]
+    doc: str
+    key: str | None = None  # the Flask config key, when it is not the variable's name
+
+    @property
+    def config_key(self) -> str:
+        return self.key or self.name
+
+    def read(self, environ: Mapping[str, str], config: Config) -> Any:
+        raw = environ.get(self.name)
+        if raw is None or raw == "":  # an empty variable counts as unset
+            raw = self.default(config) if callable(self.default) else self.default
+        return None if raw is None else self.type(raw)
+
+
+DAY = 24 * 3600
+
+SETTINGS = (
+    Setting("INSTANCE_DIR", path, lambda _: PROJECT_DIR / "instance",
+            "where the embedded SQLite files, beat schedule and dev mail live"),
+    Setting("SECRET_KEY", text, DEFAULT_SECRET_KEY, "signs links and sessions"),
+    # Keep it stable: changing it forgets the suppressions.
+    Setting("SUPPRESSION_KEY", text, lambda c: c.SECRET_KEY, "keys the HMAC of suppressed addresses"),
+    Setting("BASE_URL", no_trailing_slash, "http://127.0.0.1:5000", "where the service is reached (links in emails)"),
+    Setting("DATABASE_URL", database_url, lambda c: _sqlite_url(c.INSTANCE_DIR / "newsletter.sqlite"),
+            "the database (SQLAlchemy URL; postgres:// works)", key="SQLALCHEMY_DATABASE_URI"),
+    Setting("REDIS_URL", text, None, "Redis for the broker, rate limits and the sent journal"),
+    Setting("CELERY_BROKER_URL", text, lambda c: c.REDIS_URL or "sqla+" + _sqlite_url(c.INSTANCE_DIR / "broker.sqlite"),
+            "the Celery broker"),
+    Setting("SMTP_URL", text, "smtp://127.0.0.1:8025", "the SMTP relays, comma-separated, tried in turn"),
+    Setting("SMTP_TIMEOUT", float, "30", "seconds an SMTP connect or reply may take"),
+    Setting("MAIL_FROM", text, "Newsletter <newsletter@localhost>", "the From of every email"),
+    # Default: unsubscribe@ the From domain.
+    Setting("LIST_UNSUBSCRIBE_MAILTO", text, None, "the mailto: of List-Unsubscribe"),
+    Setting("SITE_NAME", text, "Our latest news", "the newsletter's name in pages and emails"),
+
+    Setting("SIGNUP_MIN_SECONDS", float, "2", "a signup form sent back sooner than this is refused"),
+    Setting("SIGNUP_FORM_MAX_AGE", int, str(DAY), "seconds a served signup form stays good"),
+    Setting("SIGNUP_RATE_LIMIT", text, "10 per minute;100 per hour", "signups per IP (Flask-Limiter syntax)"),
+    Setting("CONFIRM_RESEND_SECONDS", int, "300", "a pending address gets its confirmation again at most this often"),
+    Setting("CONFIRM_TOKEN_MAX_AGE", int, str(7 * DAY), "seconds a confirmation link works"),
+    Setting("EMBED_ALLOWED_ORIGINS", text, "*", "origins that may frame /embed and call POST /api/v1/subscribe"),
+    Setting("PROXY_FIX_X_FOR", int, "0", "how many proxies in front set X-Forwarded-For (0: trust none)"),
+
+    # Transactional mail (confirmations): retries of temporary failures.
+    Setting("OUTBOX_SWEEP_SECONDS", float, "30", "how often beat re-enqueues due confirmation mail"),
+    Setting("OUTBOX_LEASE_SECONDS", int, "120", "how long a claimed confirmation is one worker's"),
+    Setting("OUTBOX_EXPIRY_SECONDS", int, str(3 * DAY), "a confirmation still failing this long fails for good"),
+
+    # Articles in.
+    Setting("FEED_URLS", comma_list, "", "RSS/Atom feeds beat fetches, comma-separated"),
+    Setting("FEED_FETCH_SECONDS", float, "900", "how often beat fetches FEED_URLS"),
+    Setting("FEED_TIMEOUT", float, "20", "seconds a feed may take per wait and per download"),
+    Setting("API_TOKEN", text, None, "the site-wide bearer token of POST /api/v1/articles"),
+
+    # Bulk delivery.
+    Setting("SEND_RATE", float, "0", "messages per second across all workers; 0: no limit"),
+    Setting("DELIVERY_BATCH_SIZE", int, "250", "deliveries per task"),
+    Setting("DELIVERY_CLAIM_SIZE", int, "250", "deliveries per claim"),
+    Setting("DELIVERY_LEASE_SECONDS", int, "300", "how long a claim is one worker's"),
+    Setting("DELIVERY_RETRY_BASE_SECONDS", float, "60", "the first back-off after a 4xx"),
+    Setting("DELIVERY_EXPIRY_SECONDS", int, str(3 * DAY), "a delivery still deferred this long fails"),
+    Setting("DELIVERY_SWEEP_SECONDS", float, "30", "how often beat re-hands lost delivery work"),
+    # A digest with open rows and no live lease for this long lost its tasks: hand them out again.
+    Setting("DELIVERY_STALL_SECONDS", float, "30", "seconds without progress before a digest's work is re-handed"),
+
+    # Digests out.
+    Setting("MAIL_POSTAL_ADDRESS", text, "Postal address not configured (set MAIL_POSTAL_ADDRESS)",
+            "the sender's postal address in every digest footer"),
+    Setting("LIST_ID", text, None, 'the List-Id header (default: "SITE_NAME" <newsletter.FROM-DOMAIN>)'),
+    Setting("DIGEST_SCHEDULE", text, None, 'when to compose and send a digest, cron syntax, e.g. "0 7 * * *"'),
+    Setting("DIGEST_TIMEZONE", text, "UTC", "the zone of DIGEST_SCHEDULE"),
+    Setting("DKIM_SELECTOR", text, None, "the DKIM selector; digests are signed when all three DKIM settings are set"),
+    Setting("DKIM_DOMAIN", text, None, "the DKIM signing domain (d=)"),
+    Setting("DKIM_PRIVATE_KEY_PATH", text, None, "the PEM file of the DKIM private key"),
+
+    # Operators.
+    Setting("LOGIN_MAX_FAILURES", int, "5", "wrong passwords before a console account locks"),
+    Setting("LOGIN_LOCKOUT_SECONDS", int, "900", "how long a locked console account stays locked"),
+    Setting("LOGIN_RATE_LIMIT", text, "10 per minute", "login attempts per IP"),
+
+    # The development mail viewer at /dev/mail reads what the local SMTP sink stored here.
+    Setting("DEV_MAIL_DIR", path, lambda c: c.INSTANCE_DIR / "mail", "where the dev SMTP sink stores mail"),
+    Setting("DEV_MAIL_VIEWER", flag, "0", "serve the mail viewer at /dev/mail outside debug"),
+)
+
+
 class Config:
-    def __init__(self):
-        self.INSTANCE_DIR = Path(_env("INSTANCE_DIR", PROJECT_DIR / "instance")).resolve()
+    def __init__(self, environ: Mapping[str, str] | None = None):
+        environ = os.environ if environ is None else environ
+        for setting in SETTINGS:
+            setattr(self, setting.config_key, setting.read(environ, self))
 
-        self.SECRET_KEY = _env("SECRET_KEY", DEFAULT_SECRET_KEY)
-        # Keys the HMAC of suppressed addresses. Keep it stable: changing it forgets the suppressions.
-        self.SUPPRESSION_KEY = _env("SUPPRESSION_KEY", self.SECRET_KEY)
-        self.BASE_URL = _env("BASE_URL", "http://127.0.0.1:5000").rstrip("/")
-
-        self.SQLALCHEMY_DATABASE_URI = database_url(
-            _env("DATABASE_URL", _sqlite_url(self.INSTANCE_DIR / "newsletter.sqlite"))
-        )
-
-        self.REDIS_URL = _env("REDIS_URL")
-        broker_default = self.REDIS_URL or "sqla+" + _sqlite_url(self.INSTANCE_DIR / "broker.sqlite")
-        self.CELERY_BROKER_URL = _env("CELERY_BROKER_URL", broker_default)
-
-        self.SMTP_URL = _env("SMTP_URL", "smtp://127.0.0.1:8025")
-        self.SMTP_TIMEOUT = float(_env("SMTP_TIMEOUT", "30"))
-        self.MAIL_FROM = _env("MAIL_FROM", "Newsletter <newsletter@localhost>")
-        # Where mail clients send the List-Unsubscribe mailto: (default: unsubscribe@ the From domain).
-        self.LIST_UNSUBSCRIBE_MAILTO = _env("LIST_UNSUBSCRIBE_MAILTO")
-        self.SITE_NAME = _env("SITE_NAME", "Our latest news")
-
-        self.SIGNUP_MIN_SECONDS = float(_env("SIGNUP_MIN_SECONDS", "2"))
-        self.SIGNUP_FORM_MAX_AGE = int(_env("SIGNUP_FORM_MAX_AGE", str(24 * 3600)))
-        self.SIGNUP_RATE_LIMIT = _env("SIGNUP_RATE_LIMIT", "10 per minute;100 per hour")
-        self.CONFIRM_RESEND_SECONDS = int(_env("CONFIRM_RESEND_SECONDS", "300"))
-        self.CONFIRM_TOKEN_MAX_AGE = int(_env("CONFIRM_TOKEN_MAX_AGE", str(7 * 24 * 3600)))
-        # Origins allowed to call POST /api/v1/subscribe from a browser (the embed script).
-        self.EMBED_ALLOWED_ORIGINS = _env("EMBED_ALLOWED_ORIGINS", "*")
-        # How many proxies in front of the app set X-Forwarded-For (0: trust none).
-        self.PROXY_FIX_X_FOR = int(_env("PROXY_FIX_X_FOR", "0"))
-
-        # Transactional mail (confirmations): retries of temporary failures.
-        self.OUTBOX_SWEEP_SECONDS = float(_env("OUTBOX_SWEEP_SECONDS", "30"))
-        self.OUTBOX_LEASE_SECONDS = int(_env("OUTBOX_LEASE_SECONDS", "120"))
-        self.OUTBOX_EXPIRY_SECONDS = int(_env("OUTBOX_EXPIRY_SECONDS", str(3 * 24 * 3600)))
-
-        # Articles in: feeds fetched by beat every FEED_FETCH_SECONDS, and the token of the articles API.
-        self.FEED_URLS = [u.strip() for u in _env("FEED_URLS", "").split(",") if u.strip()]
-        self.FEED_FETCH_SECONDS = float(_env("FEED_FETCH_SECONDS", "900"))
-        self.FEED_TIMEOUT = float(_env("FEED_TIMEOUT", "20"))
-        self.API_TOKEN = _env("API_TOKEN")
-
-        # Bulk delivery.
-        self.SEND_RATE = float(_env("SEND_RATE", "0"))  # messages per second across all workers; 0: no limit
-        self.DELIVERY_BATCH_SIZE = int(_env("DELIVERY_BATCH_SIZE", "250"))  # deliveries per task
-        self.DELIVERY_CLAIM_SIZE = int(_env("DELIVERY_CLAIM_SIZE", "250"))  # deliveries per claim
-        self.DELIVERY_LEASE_SECONDS = int(_env("DELIVERY_LEASE_SECONDS", "300"))
-        self.DELIVERY_RETRY_BASE_SECONDS = float(_env("DELIVERY_RETRY_BASE_SECONDS", "60"))  # first 4xx back-off
-        self.DELIVERY_EXPIRY_SECONDS = int(_env("DELIVERY_EXPIRY_SECONDS", str(3 * 24 * 3600)))
-        self.DELIVERY_SWEEP_SECONDS = float(_env("DELIVERY_SWEEP_SECONDS", "30"))
-        # A digest with open rows and no live lease for this long lost its tasks: hand them out again.
-        self.DELIVERY_STALL_SECONDS = float(_env("DELIVERY_STALL_SECONDS", "30"))
-
-        # Digests out.
-        self.MAIL_POSTAL_ADDRESS = _env("MAIL_POSTAL_ADDRESS", "Postal address not configured (set MAIL_POSTAL_ADDRESS)")
-        self.LIST_ID = _env("LIST_ID")  # default: "<SITE_NAME> <newsletter.<From domain>>"
-        self.DIGEST_SCHEDULE = _env("DIGEST_SCHEDULE")  # cron syntax, e.g. "0 7 * * *"
-        self.DIGEST_TIMEZONE = _env("DIGEST_TIMEZONE", "UTC")
-        self.DKIM_SELECTOR = _env("DKIM_SELECTOR")
-        self.DKIM_DOMAIN = _env("DKIM_DOMAIN")
-        self.DKIM_PRIVATE_KEY_PATH = _env("DKIM_PRIVATE_KEY_PATH")
-
-        # Operators.
-        self.LOGIN_MAX_FAILURES = int(_env("LOGIN_MAX_FAILURES", "5"))
-        self.LOGIN_LOCKOUT_SECONDS = int(_env("LOGIN_LOCKOUT_SECONDS", "900"))
-        self.LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "10 per minute")
-
+        # Flask's and its extensions' own settings, fixed or derived from the ones above.
         self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
         self.RATELIMIT_HEADERS_ENABLED = True
-
-        # The development mail viewer at /dev/mail reads what the local SMTP sink stored here.
-        self.DEV_MAIL_DIR = Path(_env("DEV_MAIL_DIR", self.INSTANCE_DIR / "mail")).resolve()
-        self.DEV_MAIL_VIEWER = _env_bool("DEV_MAIL_VIEWER", False)
-
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.WTF_CSRF_TIME_LIMIT = None  # the session holds the token; the form token carries its own age
         self.SESSION_COOKIE_HTTPONLY = True

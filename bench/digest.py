@@ -61,7 +61,6 @@ from bench.sink import Sink  # noqa: E402
 from newsletter import create_app  # noqa: E402
 from newsletter.clock import utcnow  # noqa: E402
 from newsletter.extensions import db  # noqa: E402
-from newsletter.mail.compose import sender_address  # noqa: E402
 from newsletter.mail.digest import render_digest  # noqa: E402
 from newsletter.models import Digest, Subscriber, SubscriberStatus  # noqa: E402
 from newsletter.services import delivery  # noqa: E402

@@ -91,7 +91,7 @@ class Role(str, enum.Enum):
     def rank(self) -> int:
         return ("viewer", "editor", "admin").index(self.value)
 
-    def allows(self, needed: "Role") -> bool:
+    def allows(self, needed: Role) -> bool:
         return self.rank >= needed.rank
 
 

@@ -1,6 +1,7 @@
 """`flask --app wsgi subscribers ...`: subscribers, their consent, and lists from other tools."""
 
 import json
+import sys
 
 import click
 from flask.cli import AppGroup
@@ -35,7 +36,7 @@ def subscribers_import(file, consent_source, confirmed):
         total = max(sum(1 for _ in handle) - 1, 0)
         handle.seek(0)
         with click.progressbar(length=total, label="Importing", show_pos=True, show_percent=True,
-                               file=click.get_text_stream("stderr")) as bar:
+                               file=sys.stderr) as bar:
             try:
                 report = importer.import_subscribers(handle, consent_source, confirmed, now(), progress=bar.update)
             except InvalidInput as error:

@@ -305,7 +305,7 @@ class SmtpConnection:
             return
         try:
             smtp.quit()
-        except (smtplib.SMTPException, OSError, socket.error):
+        except (smtplib.SMTPException, OSError):
             smtp.close()
 
     def __enter__(self):

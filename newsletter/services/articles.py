@@ -12,7 +12,7 @@ import html
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import nh3

@@ -39,7 +39,7 @@ def dev_stack(chromium_path, tmp_path_factory):
     finally:
         leftovers = stack.stop()
         if leftovers:
-            warnings.warn(f"the dev command left processes running after SIGTERM: {leftovers}")
+            warnings.warn(f"the dev command left processes running after SIGTERM: {leftovers}", stacklevel=1)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ class RedisServer:
     def client(self, db: int = 0) -> redis.Redis:
         return redis.Redis(host=self.host, port=self.port, db=db)
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         argv = ["redis-server", "--bind", self.host, "--port", str(self.port), "--dir", str(self.directory),
                 "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "redis.log")]
