@@ -122,3 +122,12 @@ class Config:
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = self.BASE_URL.startswith("https://")
+
+        # Operations.
+        self.LOG_FORMAT = _env("LOG_FORMAT", "text").strip().lower()  # text, or json: one object per line
+        self.LOG_LEVEL = _env("LOG_LEVEL", "INFO").strip().upper()
+        self.METRICS_ENABLED = _env_bool("METRICS_ENABLED", False)  # GET /metrics (Prometheus); 404 when off
+        # Shared by gunicorn's and Celery's processes on one host, so /metrics sums all of them.
+        self.PROMETHEUS_MULTIPROC_DIR = _env("PROMETHEUS_MULTIPROC_DIR")
+        self.SENTRY_DSN = _env("SENTRY_DSN")  # error reports from web and workers when set
+        self.READINESS_TIMEOUT = float(_env("READINESS_TIMEOUT", "2"))  # seconds per check of /readyz

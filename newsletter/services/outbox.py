@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
+from .. import metrics
 from ..errors import PermanentMailError, TransientMailError
 from ..extensions import db
 from ..mail.compose import sender_address
@@ -72,6 +73,7 @@ def send_outbound(outbound_id: int, now: datetime, connection: SmtpConnection | 
             connection.close()
     row.lease_owner = row.lease_expires_at = None
     db.session.commit()
+    metrics.record_outbound(row.status.value)
     return row.status.value
 
 
