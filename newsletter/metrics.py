@@ -12,6 +12,7 @@ import logging
 import os
 from datetime import datetime, timedelta
 
+from flask import current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
@@ -131,9 +132,12 @@ class DatabaseGauges:
         for status in (DeliveryStatus.PENDING, DeliveryStatus.DEFERRED):
             backlog.add_metric([status.value], open_rows.get(status, 0))
 
+        # No digest sends past its expiry after it started: those are the digests that can have sent now.
+        started = self.now - timedelta(seconds=current_app.config["DELIVERY_EXPIRY_SECONDS"])
+        recent = select(Digest.id).where(Digest.sent_at >= started)
         sent_recently = db.session.scalar(
             select(func.count()).select_from(Delivery)
-            .where(Delivery.digest_id.in_(active), Delivery.status == DeliveryStatus.SENT,
+            .where(Delivery.digest_id.in_(recent), Delivery.status == DeliveryStatus.SENT,
                    Delivery.sent_at >= self.now - SEND_RATE_WINDOW)
         )
         rate = GaugeMetricFamily("newsletter_send_rate_per_second",
