@@ -76,8 +76,9 @@ def record_confirmation() -> None:
     CONFIRMATIONS.inc()
 
 
-def record_delivery(outcome: str) -> None:
-    DELIVERIES.labels(_known(outcome, DELIVERY_OUTCOMES, "delivery outcome")).inc()
+def record_delivery(outcome: str, count: int = 1) -> None:
+    """One delivery's outcome in the send loop; `count` for many at once (cancel skips the open rows)."""
+    DELIVERIES.labels(_known(outcome, DELIVERY_OUTCOMES, "delivery outcome")).inc(count)
 
 
 def record_outbound(outcome: str) -> None:

@@ -139,8 +139,9 @@ RECORDING_PROCESS = """
     import os
     from newsletter import metrics
 
-    for outcome in ("sent", "sent", "deferred", "failed", "skipped"):
+    for outcome in ("sent", "sent", "deferred", "failed"):
         metrics.record_delivery(outcome)
+    metrics.record_delivery("skipped", count=1)  # as cancel does for its open rows
     for code in (250, 250, 451, 550, None):
         metrics.record_smtp_reply(code)
     metrics.mark_process_dead(os.getpid(), os.environ["PROMETHEUS_MULTIPROC_DIR"])  # as a worker that exits
