@@ -53,6 +53,14 @@ def comma_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def lower(value: str) -> str:
+    return value.strip().lower()
+
+
+def upper(value: str) -> str:
+    return value.strip().upper()
+
+
 def no_trailing_slash(value: str) -> str:
     return value.rstrip("/")
 
@@ -146,6 +154,15 @@ SETTINGS = (
     # The development mail viewer at /dev/mail reads what the local SMTP sink stored here.
     Setting("DEV_MAIL_DIR", path, lambda c: c.INSTANCE_DIR / "mail", "where the dev SMTP sink stores mail"),
     Setting("DEV_MAIL_VIEWER", flag, "0", "serve the mail viewer at /dev/mail outside debug"),
+
+    # Operations.
+    Setting("LOG_FORMAT", lower, "text", "text, or json: one JSON object per line"),
+    Setting("LOG_LEVEL", upper, "INFO", "the root log level"),
+    Setting("METRICS_ENABLED", flag, "0", "serve Prometheus metrics at /metrics (404 when off)"),
+    # Shared by gunicorn's and Celery's processes on one host, so /metrics sums all of them.
+    Setting("PROMETHEUS_MULTIPROC_DIR", text, None, "the prometheus-client multiprocess directory"),
+    Setting("SENTRY_DSN", text, None, "report errors of web and workers to Sentry when set"),
+    Setting("READINESS_TIMEOUT", float, "2", "seconds each check of /readyz may take"),
 )
 
 
@@ -163,3 +180,4 @@ class Config:
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = self.BASE_URL.startswith("https://")
+

@@ -1,3 +1,13 @@
+"""The web entry point (`gunicorn wsgi:app`, `flask --app wsgi ...`): logging and error reports
+are set up here, once per process, before the app exists."""
+
+from config import Config
 from newsletter import create_app
+from newsletter.error_reports import init_error_reports
+from newsletter.logs import configure_logging
+
+settings = Config()
+configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL)
+init_error_reports(settings.SENTRY_DSN)
 
 app = create_app()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 
 from flask import Flask, has_request_context
@@ -54,13 +53,14 @@ def create_app(overrides: dict | None = None) -> Flask:
     celery_init_app(app)
     _register_blueprints(app)
     _register_cli(app)
+    from .logs import register_request_ids
     from .views.errors import register_error_handlers
     from .views.security import register_security_headers
 
     register_error_handlers(app)
     app.context_processor(_console_context(app))
     register_security_headers(app)
-    logging.basicConfig(level=logging.INFO)
+    register_request_ids(app)  # logging itself is configured by the entry points (wsgi.py, workers/)
     return app
 
 
@@ -110,10 +110,10 @@ def _check_settings(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from .views import api, console, console_articles, console_digests, console_subscribers, public
+    from .views import api, console, console_articles, console_digests, console_subscribers, operations, public
 
     for blueprint in (public.bp, api.bp, console.bp, console_subscribers.bp,
-                      console_articles.bp, console_digests.bp):
+                      console_articles.bp, console_digests.bp, operations.bp):
         app.register_blueprint(blueprint)
     if app.debug or app.config["DEV_MAIL_VIEWER"]:
         from .views import devmail

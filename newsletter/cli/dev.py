@@ -71,6 +71,8 @@ def dev_command(host, port, smtp_port):
                BASE_URL=os.environ.get("BASE_URL") or f"http://{host}:{port}",
                OUTBOX_SWEEP_SECONDS=os.environ.get("OUTBOX_SWEEP_SECONDS") or "10",
                PYTHONUNBUFFERED="1")
+    if app.config["METRICS_ENABLED"] and not app.config["PROMETHEUS_MULTIPROC_DIR"]:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_metrics_dir(app.config["INSTANCE_DIR"] / "prometheus"))
     sink = start_mail_sink(app.config["DEV_MAIL_DIR"], host, smtp_port)
     python = sys.executable
     commands = {
@@ -112,3 +114,12 @@ def dev_command(host, port, smtp_port):
                 child.wait()
         sink.stop()
     sys.exit(exit_code)
+
+
+def _fresh_metrics_dir(directory: Path) -> Path:
+    """Where web and worker write their counters, so /metrics shows the worker's sends too; emptied
+    at each start, as prometheus_client asks."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.glob("*.db"):
+        leftover.unlink()
+    return directory

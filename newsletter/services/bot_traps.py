@@ -9,7 +9,7 @@ from datetime import datetime
 
 from flask import current_app
 
-from .. import tokens
+from .. import metrics, tokens
 from ..errors import InvalidInput, InvalidToken
 
 HONEYPOT_FIELD = "website"
@@ -22,18 +22,24 @@ def form_token(now: datetime) -> str:
 
 def check_form_token(token, now: datetime) -> None:
     if not isinstance(token, str) or not token:
-        raise InvalidInput("form", "This form is missing its security token. Please reload the page and try again.")
+        raise _refused("form_token", "This form is missing its security token. Please reload the page and try again.")
     try:
         payload = tokens.read(tokens.SIGNUP_FORM, token, now, max_age=current_app.config["SIGNUP_FORM_MAX_AGE"])
     except InvalidToken:
-        raise InvalidInput("form", "This form has expired or was altered. Please reload the page and try again.") from None
+        raise _refused("form_token",
+                       "This form has expired or was altered. Please reload the page and try again.") from None
     served = payload.get("served") if isinstance(payload, dict) else None
     if not isinstance(served, (int, float)):
-        raise InvalidInput("form", "This form has expired or was altered. Please reload the page and try again.")
+        raise _refused("form_token", "This form has expired or was altered. Please reload the page and try again.")
     if now.timestamp() - served < current_app.config["SIGNUP_MIN_SECONDS"]:
-        raise InvalidInput("form", "That was very fast. Please wait a few seconds, then send the form again.")
+        raise _refused("too_fast", "That was very fast. Please wait a few seconds, then send the form again.")
 
 
 def check_honeypot(value) -> None:
     if value:
-        raise InvalidInput("form", "Please leave the field marked “leave empty” empty; it is there to catch robots.")
+        raise _refused("honeypot", "Please leave the field marked “leave empty” empty; it is there to catch robots.")
+
+
+def _refused(reason: str, message: str) -> InvalidInput:
+    metrics.record_signup("refused", reason)
+    return InvalidInput("form", message)

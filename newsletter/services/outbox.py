@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
+from .. import metrics
 from ..errors import PermanentMailError, TransientMailError
 from ..extensions import db
 from ..infra.smtp import SmtpConnection, connection_from_config
@@ -71,6 +72,7 @@ def send_outbound(outbound_id: int, now: datetime, connection: SmtpConnection | 
             connection.close()
     row.lease_owner = row.lease_expires_at = None
     db.session.commit()
+    metrics.record_outbound(row.status.value)
     return row.status.value
 
 

@@ -15,7 +15,7 @@ from flask import current_app, render_template
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .. import tokens
+from .. import metrics, tokens
 from ..errors import InvalidInput, InvalidToken, UsedToken
 from ..extensions import db
 from ..mail.compose import build_message, deterministic_message_id
@@ -64,16 +64,21 @@ def request_signup(email, name, consent, terms: TermsVersion, context: Context, 
 
     Raises InvalidInput, and changes nothing, for bad input or consent that is not a real yes.
     """
-    address = normalize_email(email)
-    name = clean_name(name)
-    if not consent_given(consent):
-        raise InvalidInput("consent", CONSENT_REQUIRED)
+    try:
+        address = normalize_email(email)
+        name = clean_name(name)
+        if not consent_given(consent):
+            raise InvalidInput("consent", CONSENT_REQUIRED)
+    except InvalidInput as error:
+        metrics.record_signup("refused", error.field)
+        raise
     try:
         outcome, outbound_id = _record_signup(address, name, raw_consent_value(consent), terms, context, now)
     except IntegrityError:
         # The same address signed up at the same moment in another request: its row stands now.
         db.session.rollback()
         outcome, outbound_id = _record_signup(address, name, raw_consent_value(consent), terms, context, now)
+    metrics.record_signup("accepted")
     if outbound_id is not None:
         enqueue(SEND_OUTBOUND, outbound_id)
     return outcome
@@ -183,6 +188,7 @@ def confirm(token: str, context: Context, now: datetime) -> Subscriber:
     db.session.add(ConsentEvent(subscriber=subscriber, kind=ConsentKind.CONFIRMED, occurred_at=now,
                                 **context.fields()))
     db.session.commit()
+    metrics.record_confirmation()
     return subscriber
 
 

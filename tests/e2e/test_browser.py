@@ -31,8 +31,8 @@ def unique_address(label: str) -> str:
 
 def open_form(page) -> float:
     """Open /subscribe; return when the form was served (for the time trap)."""
-    served_at = time.monotonic()
     response = page.goto("/subscribe")
+    served_at = time.monotonic()  # the page is here, so its form token was signed before now
     assert response.status == 200
     expect(page.locator("form.signup")).to_be_visible()
     return served_at
@@ -40,7 +40,7 @@ def open_form(page) -> float:
 
 def wait_out_time_trap(served_at: float) -> None:
     """A person takes a moment to fill in the form; a faster submit is refused as a bot."""
-    # The server measures from when it signed the form token, which is before served_at here.
+    # The server measures from when it signed the form token: before served_at, however slow the page.
     remaining = served_at + SIGNUP_MIN_SECONDS + 0.2 - time.monotonic()
     if remaining > 0:
         time.sleep(remaining)
