@@ -105,6 +105,13 @@ class Config:
         self.DKIM_DOMAIN = _env("DKIM_DOMAIN")
         self.DKIM_PRIVATE_KEY_PATH = _env("DKIM_PRIVATE_KEY_PATH")
 
+        # DKIM. An Ed25519 key (RFC 8463) signs beside the RSA key, under its own selector.
+        self.DKIM_ED25519_PRIVATE_KEY_PATH = _env("DKIM_ED25519_PRIVATE_KEY_PATH")
+        self.DKIM_ED25519_SELECTOR = _env("DKIM_ED25519_SELECTOR")  # default: DKIM_SELECTOR + "-ed25519"
+
+        # Message-IDs. Keyed (default: SECRET_KEY) so that no other install makes ours; keep it stable.
+        self.MESSAGE_ID_KEY = _env("MESSAGE_ID_KEY")
+
         # Operators.
         self.LOGIN_MAX_FAILURES = int(_env("LOGIN_MAX_FAILURES", "5"))
         self.LOGIN_LOCKOUT_SECONDS = int(_env("LOGIN_LOCKOUT_SECONDS", "900"))
