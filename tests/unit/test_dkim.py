@@ -236,3 +236,13 @@ def test_message_ids_are_stable_per_install_and_differ_between_installs(tmp_path
     assert message_id(tmp_path, "d", MESSAGE_ID_KEY="its-own-key") != ours
     assert message_id(tmp_path, "e", SECRET_KEY="another-install", MESSAGE_ID_KEY="test-secret-key") == ours
     assert re.fullmatch(r"<[0-9a-f]{32}@news\.example\.org>", ours)
+
+
+def test_a_dkim_key_that_cannot_sign_stops_the_start(tmp_path, dkim_keys):
+    from newsletter import InsecureConfiguration
+
+    with pytest.raises(InsecureConfiguration, match="DKIM: Cannot read the DKIM key"):
+        create_app(settings(tmp_path, **{**dkim_keys.settings(), "DKIM_PRIVATE_KEY_PATH": str(tmp_path / "none")}))
+    with pytest.raises(InsecureConfiguration, match="DKIM: DKIM needs DKIM_SELECTOR"):
+        create_app(settings(tmp_path, DKIM_SELECTOR="mail"))
+    assert create_app(settings(tmp_path, **dkim_keys.settings()))
