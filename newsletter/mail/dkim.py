@@ -43,6 +43,7 @@ _WSP = re.compile(rb"[ \t]+")
 _WSP_AT_LINE_END = re.compile(rb"[ \t]+\r\n")
 _EMPTY_LINES_AT_END = re.compile(rb"(?:\r\n)+\Z")
 _FIELD = re.compile(rb"[^\r\n]+\r\n(?:[ \t][^\r\n]*\r\n)*")
+_DNS_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?")
 
 
 class DkimConfigurationError(ValueError):
@@ -214,6 +215,9 @@ def signer_from_config(config, from_domain: str) -> DkimSigner | None:
                                        ("DKIM_PRIVATE_KEY_PATH", path)) if v) + " is set.")
     selector = selector.strip()
     ed_selector = (config.get("DKIM_ED25519_SELECTOR") or f"{selector}-ed25519").strip()
+    for name, value in (("DKIM_SELECTOR", selector), ("DKIM_DOMAIN", domain), ("DKIM_ED25519_SELECTOR", ed_selector)):
+        if not _DNS_NAME.fullmatch(value.strip()):
+            raise DkimConfigurationError(f"{name} must be a DNS name (letters, digits, dots, hyphens): {value!r}.")
     if ed_path and ed_selector == selector:
         raise DkimConfigurationError("DKIM_ED25519_SELECTOR must differ from DKIM_SELECTOR: each key has "
                                      "its own DNS record (<selector>._domainkey.<domain>).")
@@ -230,10 +234,10 @@ def _file_version(path: str) -> tuple[str, int, int]:
 
 
 @lru_cache(maxsize=8)
-def _signer(selector: str, domain: str, rsa_file: tuple, ed25519: tuple | None, from_domain: str) -> DkimSigner:
+def _signer(selector: str, domain: str, rsa_file: tuple, ed25519_file: tuple | None, from_domain: str) -> DkimSigner:
     keys = [rsa_key(selector.encode("ascii"), _load_rsa(rsa_file[0]))]
-    if ed25519:
-        keys.append(ed25519_key(ed25519[0].encode("ascii"), _load_ed25519(ed25519[1][0])))
+    if ed25519_file:
+        keys.append(ed25519_key(ed25519_file[0].encode("ascii"), _load_ed25519(ed25519_file[1][0])))
     if not (from_domain == domain or from_domain.endswith("." + domain)):
         # DMARC passes only when the signing domain aligns with the From domain.
         log.warning("DKIM_DOMAIN %s does not align with the From domain %s: DMARC will not pass on DKIM",

@@ -246,3 +246,10 @@ def test_a_dkim_key_that_cannot_sign_stops_the_start(tmp_path, dkim_keys):
     with pytest.raises(InsecureConfiguration, match="DKIM: DKIM needs DKIM_SELECTOR"):
         create_app(settings(tmp_path, DKIM_SELECTOR="mail"))
     assert create_app(settings(tmp_path, **dkim_keys.settings()))
+
+
+@pytest.mark.parametrize("name,value", [("DKIM_SELECTOR", "mäil"), ("DKIM_DOMAIN", "news example.org"),
+                                        ("DKIM_ED25519_SELECTOR", "mail;x=1")])
+def test_selectors_and_domain_must_be_dns_names(dkim_keys, name, value):
+    with pytest.raises(DkimConfigurationError, match=f"{name} must be a DNS name"):
+        signer_from_config({**dkim_keys.settings(), name: value}, "news.example.org")
