@@ -145,6 +145,11 @@ SETTINGS = (
     Setting("DKIM_SELECTOR", text, None, "the DKIM selector; digests are signed when all three DKIM settings are set"),
     Setting("DKIM_DOMAIN", text, None, "the DKIM signing domain (d=)"),
     Setting("DKIM_PRIVATE_KEY_PATH", text, None, "the PEM file of the DKIM private key"),
+    # An Ed25519 key (RFC 8463) signs beside the RSA key, under its own selector.
+    Setting("DKIM_ED25519_PRIVATE_KEY_PATH", text, None, "the PEM file of an Ed25519 DKIM key, signing beside RSA"),
+    Setting("DKIM_ED25519_SELECTOR", text, None, 'the Ed25519 key\'s selector (default: DKIM_SELECTOR + "-ed25519")'),
+    # Keyed so that no other install makes our Message-IDs; keep it stable.
+    Setting("MESSAGE_ID_KEY", text, None, "keys the deterministic Message-IDs (default: SECRET_KEY)"),
 
     # Operators.
     Setting("LOGIN_MAX_FAILURES", int, "5", "wrong passwords before a console account locks"),

@@ -3,8 +3,8 @@ SMTP sink on loopback, against the raw ceiling (plain smtplib, same bytes, same 
 naive baseline (one Celery task per email, each rendering the whole digest).
 
     .venv/bin/python bench/digest.py [--subscribers 100000] [--workers 2] [--pool solo]
-                                     [--database URL] [--broker redis://127.0.0.1:6379/2]
-                                     [--skip-naive] [--naive-sample 5000] [--skip-small] [--set NAME=VALUE ...]
+                                     [--database URL] [--broker URL (default: a redis-server of its own)]
+                                     [--dkim] [--skip-naive] [--naive-sample 5000] [--skip-small] [--set NAME=VALUE ...]
                                      [--concurrency 2 (prefork)] [--articles 8] [--timeout 1800] [--logs DIR]
                                      [--worker-app workers (experiments: another Celery app)]
 
@@ -13,7 +13,9 @@ one-round-trip marks), 2 solo workers sent 1,029 emails/s (0.23 of their run's r
 one prefork worker with 2 children 809 emails/s (0.13): no pool process, no result pipe.
 
 What runs, in this order (each on a database of its own, created and dropped here unless
---database names one, and the broker's Redis database flushed before and after):
+--database names one). The broker is a redis-server the bench starts for itself on a free loopback
+port and flushes before and after each run (bench/redis_server.py); `--broker URL` names another,
+which the bench then never flushes (give it a Redis, or a database, nobody else uses).
 
 1. engine at N/10, then at N: W worker processes (`celery -A workers worker -Q
    bulk,transactional`, configured only through the environment, with REDIS_URL set to the
@@ -27,6 +29,9 @@ What runs, in this order (each on a database of its own, created and dropped her
    N/W copies of one real message of this digest (same size), one recipient each. No database,
    no Celery. The ratio uses both runs together, so a slow spell of this shared machine on one
    side of the engine run does not decide it.
+2b. with --dkim, right after: the engine at N again, its workers signing every message with a
+   fresh RSA-2048 key (DKIM_* settings); the sink counts the messages that begin with a
+   DKIM-Signature (all N must), and dkimpy verifies one message of that digest signed here.
 3. naive: W worker processes of `bench.naive_worker`, one task per email (sample of
    min(N, --naive-sample) emails): each task loads the digest and the subscriber, renders both
    templates with Jinja2, inlines the CSS, builds the message with the email package and sends it
@@ -55,9 +60,11 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 
+from bench.redis_server import OwnRedis  # noqa: E402
 from bench.render import NAMES, add_articles  # noqa: E402
-from config import Config, database_url  # noqa: E402
+from bench.signing import BenchKey  # noqa: E402
 from bench.sink import Sink  # noqa: E402
+from config import Config, database_url  # noqa: E402
 from newsletter import create_app  # noqa: E402
 from newsletter.clock import utcnow  # noqa: E402
 from newsletter.extensions import db  # noqa: E402
@@ -218,7 +225,7 @@ def app_config(database_url: str, broker: str, smtp_url: str, instance: Path) ->
 def worker_env(config: dict, settings: dict) -> dict:
     """What a worker gets: the environment only, as the Procfile's worker would."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("REDIS_URL", "DEV_MAIL_DIR", "DEV_MAIL_VIEWER", "FLASK_DEBUG")}
+           if k not in ("REDIS_URL", "DEV_MAIL_DIR", "DEV_MAIL_VIEWER", "FLASK_DEBUG") and not k.startswith("DKIM_")}
     env.update(SECRET_KEY=SECRET_KEY, DATABASE_URL=config["SQLALCHEMY_DATABASE_URI"],
                CELERY_BROKER_URL=config["CELERY_BROKER_URL"], SMTP_URL=config["SMTP_URL"], SMTP_TIMEOUT="30",
                BASE_URL=BASE_URL, MAIL_FROM=MAIL_FROM, INSTANCE_DIR=str(config["INSTANCE_DIR"]),
@@ -258,17 +265,6 @@ def fill(app, n: int, articles: int) -> int:
         return digest_id
 
 
-def flush_redis(broker: str) -> None:
-    if broker.startswith(("redis://", "rediss://")):
-        import redis
-
-        client = redis.Redis.from_url(broker)
-        try:
-            client.flushdb()
-        finally:
-            client.close()
-
-
 # --- the three measurements --------------------------------------------------------------------------
 
 
@@ -286,8 +282,20 @@ class Bench:
         stack.callback(self.sink.stop)
         self.settings = dict(item.split("=", 1) for item in args.set)
         self.message: bytes | None = None
+        self.redis = None if args.broker else OwnRedis(self.tmp / "redis")
+        if self.redis:
+            stack.callback(self.redis.stop)
+        self.broker = args.broker or self.redis.url
 
-    def workers(self, app_module: str, config: dict, queues: str, label: str) -> list[Proc]:
+    def flush_broker(self) -> None:
+        """Empty the bench's own Redis between runs; a broker given with --broker is never flushed."""
+        if self.redis:
+            self.redis.flush()
+
+    def redis_pid(self) -> int | None:
+        return self.redis.pid if self.redis else _redis_pid()
+
+    def workers(self, app_module: str, config: dict, queues: str, label: str, settings: dict) -> list[Proc]:
         argv_pool = ["--pool", self.args.pool]
         if self.args.pool == "prefork":
             argv_pool += ["--concurrency", str(self.args.concurrency)]
@@ -296,7 +304,8 @@ class Bench:
             for i in range(self.args.workers):
                 argv = [PYTHON, "-m", "celery", "-A", app_module, "worker", "-Q", queues, *argv_pool,
                         "--loglevel", "INFO", "-n", f"bench-{label}-{i}-{uuid.uuid4().hex[:6]}@%h"]
-                procs.append(Proc(f"{label}-worker-{i}", argv, worker_env(config, self.settings), self.log_dir))
+                procs.append(Proc(f"{label}-worker-{i}", argv, worker_env(config, {**self.settings, **settings}),
+                                  self.log_dir))
             for proc in procs:
                 proc.wait_for_log(" ready.")
         except BaseException:
@@ -305,9 +314,9 @@ class Bench:
             raise
         return procs
 
-    def setup_run(self, n: int, label: str):
+    def setup_run(self, n: int, label: str, settings: dict | None = None):
         url = self.databases.create()
-        config = app_config(url, self.args.broker, self.sink.url, self.tmp / f"instance-{label}")
+        config = {**app_config(url, self.broker, self.sink.url, self.tmp / f"instance-{label}"), **(settings or {})}
         app = create_app(config)
         try:
             started = time.perf_counter()
@@ -319,20 +328,21 @@ class Bench:
             raise
         return url, config, app, digest_id
 
-    def engine(self, n: int, label: str, ceiling_before: bool = False) -> dict:
-        url, config, app, digest_id = self.setup_run(n, label)
+    def engine(self, n: int, label: str, ceiling_before: bool = False, dkim_key: BenchKey | None = None) -> dict:
+        settings = dkim_key.settings() if dkim_key else {}
+        url, config, app, digest_id = self.setup_run(n, label, settings)
         procs: list[Proc] = []
         before = None
         try:
-            flush_redis(self.args.broker)
+            self.flush_broker()
             if ceiling_before:
                 with app.app_context():
                     self.message = self.real_message(digest_id, n)
                 before = self.raw(n)  # the machine as the engine run is about to find it
-            procs = self.workers(self.args.worker_app, config, "bulk,transactional", label)
+            procs = self.workers(self.args.worker_app, config, "bulk,transactional", label, settings)
             pids = [p for proc in procs for p in descendants(proc.pid)]
             cpu_before = {pid: cpu_seconds(pid) for pid in pids}
-            redis_pid = _redis_pid()
+            redis_pid = self.redis_pid()
             redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
             self.sink.reset()
             sink_before = self.sink.stats()["cpu_seconds"]
@@ -361,6 +371,8 @@ class Bench:
                 pg_pids = [row[0] for row in db.session.execute(text(
                     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                     "AND pid <> pg_backend_pid()"))] if db.engine.dialect.name == "postgresql" else []
+                # The code the workers ran, signing one reader's message of this digest here.
+                sample_verifies = dkim_key.verifies(self.real_message(digest_id, n)) if dkim_key else None
             # Read before the workers stop: VmHWM is the peak of each process since it started.
             pids = [p for proc in procs for p in descendants(proc.pid)]
             hwm = {pid: status_kb(pid, "VmHWM") for pid in pids}
@@ -372,19 +384,22 @@ class Bench:
         finally:
             for proc in procs:
                 proc.stop()
-            flush_redis(self.args.broker)
+            self.flush_broker()
             self.databases.drop(url, app)
         if not (total == n and final["status"] == "done" and final["sent"] == n and check["once"] == n
                 and sink["messages"] == n and sink["unknown"] == 0 and check["above"] == 0):
             raise RuntimeError(f"[{label}] not every email arrived exactly once: fan-out {total}, status {final}, "
                                f"sink {sink}, check {check}")
+        if sink["signed"] != (n if dkim_key else 0) or sample_verifies is False:
+            raise RuntimeError(f"[{label}] {sink['signed']:,} of {n:,} messages arrived DKIM-signed with DKIM "
+                               f"{'on' if dkim_key else 'off'}; a sample signed here verifies: {sample_verifies}")
         return {
             "n": n, "fanout": fanned - start, "seconds": done - start, "rate": n / (done - start),
             "first": sink["first_at"] - wall_start, "last": sink["last_at"] - wall_start,
             "hwm_max": max(hwm.values()), "hwm_sum": sum(hwm.values()), "processes": len(hwm),
             "worker_cpu": worker_cpu, "pg_cpu": pg_cpu, "redis_cpu": redis_cpu, "main_cpu": main_cpu,
             "sink_cpu": sink["cpu_seconds"] - sink_before, "bytes": sink["bytes"], "pg_backends": len(pg_pids),
-            "ceiling_before": before,
+            "ceiling_before": before, "signed": sink["signed"],
         }
 
     @staticmethod
@@ -440,8 +455,8 @@ class Bench:
         url, config, app, digest_id = self.setup_run(n_sample, "naive")
         procs: list[Proc] = []
         try:
-            flush_redis(self.args.broker)
-            procs = self.workers("bench.naive_worker", config, "bulk", "naive")
+            self.flush_broker()
+            procs = self.workers("bench.naive_worker", config, "bulk", "naive", {})
             pids = [p for proc in procs for p in descendants(proc.pid)]
             cpu_before = {pid: cpu_seconds(pid) for pid in pids}
             self.sink.reset()
@@ -464,7 +479,7 @@ class Bench:
         finally:
             for proc in procs:
                 proc.stop()
-            flush_redis(self.args.broker)
+            self.flush_broker()
             self.databases.drop(url, app)
         if check["once"] != n_sample or sink["messages"] != n_sample:
             raise RuntimeError(f"naive: not every email arrived exactly once: {sink} {check}")
@@ -512,7 +527,8 @@ def report_engine(run: dict, label: str) -> None:
     print(f"engine {label}: N={n:,} in {run['seconds']:.2f} s = {run['rate']:,.0f} emails/s end to end "
           f"(start_sending until status done)")
     print(f"  fan-out (start_sending: INSERT ... SELECT of {n:,} delivery rows, commit, count, range query, "
-          f"enqueue): {run['fanout']:.2f} s; at the sink: first email {run['first']:.2f} s, last {run['last']:.2f} s after "
+          f"enqueue): {run['fanout']:.2f} s; at the sink: first email {run['first']:.2f} s, "
+          f"last {run['last']:.2f} s after "
           f"start_sending began; average message {run['bytes'] / n / 1000:.1f} kB")
     print(f"  CPU per email (us): workers {per_email_us(run['worker_cpu'], n)}, PostgreSQL "
           f"{per_email_us(run['pg_cpu'], n)} (backends on the bench database: {run['pg_backends']}), "
@@ -531,7 +547,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="prefork children per worker (--pool prefork)")
     parser.add_argument("--database", help="use this database (emptied after each run) instead of a "
                                            "throw-away PostgreSQL database per run")
-    parser.add_argument("--broker", default="redis://127.0.0.1:6379/2", help="flushed before and after each run")
+    parser.add_argument("--broker", help="a Redis URL for the broker, never flushed (default: a redis-server of the "
+                                         "bench's own on a free loopback port, flushed between runs)")
+    parser.add_argument("--dkim", action="store_true",
+                        help="after the DKIM-off run at N, the same digest with DKIM on (a fresh RSA-2048 key)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--naive-sample", type=int, default=5000, help="emails in the naive run (a rate comparison)")
     parser.add_argument("--skip-small", action="store_true", help="no N/10 run (and no RSS comparison)")
@@ -550,7 +569,8 @@ def main() -> None:
     pool = "solo" if args.pool == "solo" else f"prefork --concurrency {args.concurrency}"
     print(f"digest bench: N={n:,}, {args.workers} worker process(es) `celery -A {args.worker_app} worker -Q "
           f"bulk,transactional --pool {pool}`, {w} SMTP connection(s); database "
-          f"{'given' if args.database else 'PostgreSQL (throw-away)'}, broker {args.broker}; "
+          f"{'given' if args.database else 'PostgreSQL (throw-away)'}, "
+          f"broker {args.broker or 'a redis-server of its own'}; "
           f"{os.cpu_count()} CPUs", flush=True)
     defaults = Config()
     settings = dict(item.split("=", 1) for item in args.set)
@@ -579,6 +599,11 @@ def main() -> None:
                   f"{run['rate']:,.0f} emails/s (CPU per email: clients {per_email_us(run['client_cpu'], n)} us, "
                   f"sink {per_email_us(run['sink_cpu'], n)} us)")
         print(f"raw ceiling: {2 * n:,} emails in {seconds:.2f} s = {raw['rate']:,.0f} emails/s (both runs together)")
+        signed = None
+        if args.dkim:
+            signed = bench.engine(n, "dkim", dkim_key=BenchKey(bench.tmp, sender_of_mail_from().rpartition("@")[2]))
+            report_engine(signed, "N, DKIM on (RSA-2048)")
+            print(f"  every one of the {n:,} messages arrived with a DKIM-Signature; dkimpy verified a sample")
         naive = None
         if not args.skip_naive:
             sample = min(n, args.naive_sample)
@@ -595,6 +620,10 @@ def main() -> None:
     ratio = full["rate"] / raw["rate"]
     print(f"ratio engine / raw ceiling = {full['rate']:,.0f} / {raw['rate']:,.0f} = {ratio:.2f} "
           f"(target >= 0.7: {verdict(ratio >= 0.7)})")
+    if signed:
+        cost = signed["rate"] / full["rate"]
+        print(f"ratio DKIM-on / DKIM-off = {signed['rate']:,.0f} / {full['rate']:,.0f} = {cost:.2f} "
+              f"(target >= 0.5: {verdict(cost >= 0.5)})")
     if naive:
         times = full["rate"] / naive["rate"]
         print(f"ratio engine / naive = {full['rate']:,.0f} / {naive['rate']:,.0f} = {times:.1f}x "

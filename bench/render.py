@@ -136,8 +136,8 @@ def main() -> None:
 
             context = digest_context(digest, NOW, rendered.subject)
             headers = dict(rendered.headers)  # List-Id, Feedback-ID, Precedence: constants either way
-            sign = rendered._signed  # the same signer for both paths
-            slow = lambda i, e, n: sign(naive_message(digest, context, headers, i, e, n, NOW))  # noqa: E731
+            sign = rendered._signed  # the same signer for both paths (any message, canonicalised whole)
+            slow = lambda i, e, n: sign(naive_message(digest, context, headers, i, e, n, NOW), NOW)  # noqa: E731
             n_slow, slow_seconds, slow_size = measure(slow, subscribers(min(args.naive, args.subscribers)))
 
             start = time.perf_counter()

@@ -12,11 +12,12 @@ parsing of the message, and no GIL shared with any other connection or with the 
 
 What arrived is counted in shared memory, so the master can answer while connections stay open
 (workers keep theirs for their whole life): per child slot, messages, bytes, CPU seconds,
-recipients it could not place, and when its first and latest message arrived; and one byte per recipient number, for recipients written
+recipients it could not place, when its first and latest message arrived, and how many began with a
+DKIM-Signature field; and one byte per recipient number, for recipients written
 `r<number>@...` (the benchmark's addresses), so "each of 1..N exactly once" is checked exactly.
 
 Control (one line in on stdin, one JSON line out on stdout):
-    stats        {"messages", "bytes", "unknown", "cpu_seconds", "connections", "first_at", "last_at"}
+    stats        {"messages", "bytes", "unknown", "cpu_seconds", "connections", "first_at", "last_at", "signed"}
                  (the last two: time.time() of the first and the latest message since the reset)
     check N      {"once", "missing", "duplicates", "above"}: recipients 1..N seen once, never, more;
                  "above": numbered recipients seen beyond N
@@ -40,7 +41,7 @@ import sys
 import time
 
 SLOTS = 4096  # counters of children; a slot is reused (additively) after 4096 connections
-FIELDS = 6  # messages, bytes, cpu seconds, unknown recipients, first and last message (time.time())
+FIELDS = 7  # messages, bytes, cpu seconds, unknown recipients, first and last message (time.time()), signed
 _RECIPIENT = re.compile(rb"<r(\d+)@", re.IGNORECASE)
 
 
@@ -111,6 +112,8 @@ def serve_connection(conn: socket.socket, counters: memoryview, seen: mmap.mmap,
                     end = buf.find(b"\r\n.\r\n", start)
                 size = end + 2
                 end += 2
+            if buf.startswith(b"DKIM-Signature:"):
+                counters[base + 6] += 1
             del buf[: end + 3]
             for rcpt in recipients:
                 match = _RECIPIENT.search(rcpt)
@@ -226,7 +229,8 @@ def run_sink(port: int, max_id: int) -> None:
                     firsts = [t for t in counters[4::FIELDS] if t]
                     reply({"messages": int(totals[0]), "bytes": int(totals[1]), "cpu_seconds": totals[2],
                            "unknown": int(totals[3]), "connections": connections,
-                           "first_at": min(firsts) if firsts else None, "last_at": max(counters[5::FIELDS])})
+                           "first_at": min(firsts) if firsts else None, "last_at": max(counters[5::FIELDS]),
+                           "signed": int(sum(counters[6::FIELDS]))})
                 elif command == "check":
                     n = int(words[1])
                     counts = bytes(seen[1: n + 1])

@@ -107,6 +107,20 @@ def _check_settings(app: Flask) -> None:
             parse_schedule(app.config["DIGEST_SCHEDULE"], app.config["DIGEST_TIMEZONE"])
         except InvalidInput as error:
             raise InsecureConfiguration(f"{error.field}: {error.message}") from None
+    _check_dkim(app)
+
+
+def _check_dkim(app: Flask) -> None:
+    # Every email is signed, a confirmation during the signup request: a key that cannot sign
+    # must stop the start, not fail each signup.
+    from email.utils import parseaddr
+
+    from .mail.dkim import DkimConfigurationError, signer_from_config
+
+    try:
+        signer_from_config(app.config, parseaddr(app.config["MAIL_FROM"])[1].rpartition("@")[2] or "localhost")
+    except DkimConfigurationError as error:
+        raise InsecureConfiguration(f"DKIM: {error}") from None
 
 
 def _register_blueprints(app: Flask) -> None:

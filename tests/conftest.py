@@ -15,6 +15,7 @@ from newsletter.extensions import db
 from .support import shared_redis
 from .support.clock import FrozenClock
 from .support.database import PG_ADMIN_URL, base_config, drop_pg_database, make_pg_database
+from .support.dkim_keys import make_keys
 from .support.forms import Visitor
 from .support.redis_server import RedisServer
 from .support.services import require
@@ -127,3 +128,9 @@ def runner(app):
 def visitor(client, clock):
     return Visitor(client, clock)
 
+
+
+@pytest.fixture(scope="session")
+def dkim_keys(tmp_path_factory):
+    """An RSA-2048 and an Ed25519 key, and the DNS records that publish them (dnsfunc for dkimpy)."""
+    return make_keys(tmp_path_factory.mktemp("dkim"))

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
+from collections.abc import Callable
 from datetime import datetime
 from email import quoprimime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime, parseaddr
+from functools import lru_cache
 from urllib.parse import quote
 
 from flask import current_app
 
 from ..infra.smtp import dot_stuff
 from ..validation import reject_control_characters
+from .dkim import DkimSigner, signer_from_config
 
 
 def sender_address() -> str:
@@ -29,9 +33,42 @@ def sender_domain() -> str:
 
 def deterministic_message_id(*parts, domain: str | None = None) -> str:
     # A retry of the same message carries the same Message-ID, so receivers can de-duplicate.
-    # Bulk senders pass `domain` (sender_domain(), computed once) to skip parsing MAIL_FROM per message.
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:32]
-    return f"<{digest}@{domain or sender_domain()}>"
+    return message_id_maker(domain)(*parts)
+
+
+def message_id_maker(domain: str | None = None) -> Callable[..., str]:
+    """deterministic_message_id for many messages (a digest): the keyed HMAC is set up once.
+
+    Keyed with MESSAGE_ID_KEY (default SECRET_KEY), so another install's digest 1 to its
+    subscriber 1 never shares a Message-ID with ours, and nobody can predict ours."""
+    config = current_app.config
+    return _message_id_maker(config.get("MESSAGE_ID_KEY") or config["SECRET_KEY"], domain or sender_domain())
+
+
+@lru_cache(maxsize=8)
+def _message_id_maker(key: str, domain: str) -> Callable[..., str]:
+    # A key of its own, derived from the secret: a Message-ID never reveals an HMAC made for another use.
+    derived = hmac.new(key.encode("utf-8"), b"newsletter.message-id", hashlib.sha256).digest()
+    keyed = hmac.new(derived, digestmod=hashlib.sha256)
+
+    def make(*parts) -> str:
+        mac = keyed.copy()
+        mac.update(":".join(map(str, parts)).encode("utf-8"))
+        return f"<{mac.hexdigest()[:32]}@{domain}>"
+
+    return make
+
+
+def message_signer() -> DkimSigner | None:
+    """This app's DKIM signer, or None when DKIM is off. Every email kind is signed by it."""
+    return signer_from_config(current_app.config, sender_domain())
+
+
+def outgoing_bytes(message: EmailMessage, now: datetime) -> bytes:
+    """A composed message as it goes out: its bytes, DKIM-signed when DKIM is configured."""
+    raw = message.as_bytes()
+    signer = message_signer()
+    return signer.sign(raw, now) if signer else raw
 
 
 def list_unsubscribe_mailto(token: str) -> str:
@@ -39,12 +76,42 @@ def list_unsubscribe_mailto(token: str) -> str:
     return f"mailto:{address}?subject={quote('unsubscribe ' + token)}"
 
 
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
+class _MailPolicy(EmailPolicy):
+    """SMTP's policy, but List-Unsubscribe is written plain, `<https://...>,` CRLF ` <mailto:...>`:
+    the email package makes a field it cannot fold under 78 columns an RFC 2047 encoded-word,
+    in which mail clients find no URL."""
+
+    def fold(self, name, value):
+        if name.lower() == "list-unsubscribe":
+            return list_unsubscribe_field(str(value)).decode("ascii")
+        return super().fold(name, value)
+
+    def fold_binary(self, name, value):
+        if name.lower() == "list-unsubscribe":
+            return list_unsubscribe_field(str(value))
+        return super().fold_binary(name, value)
+
+
+# 7bit: non-ASCII text goes out quoted-printable or base64, never as 8bit, which needs 8BITMIME.
+MAIL_POLICY = _MailPolicy(linesep="\r\n", cte_type="7bit")
+
+
+def list_unsubscribe_field(value: str) -> bytes:
+    """`List-Unsubscribe: <a>, <b>` with its CRLF, folded between the URLs (RFC 2369 allows it)."""
+    if not value.isascii() or _LINE_BREAK.search(value):
+        raise ValueError(f"List-Unsubscribe must be ASCII URLs on one line: {value!r}")
+    return ("List-Unsubscribe: " + value.replace(">, <", ">,\r\n <") + "\r\n").encode("ascii")
+
+
 def build_message(*, to: str, to_name: str | None, subject: str, text: str, html: str,
                   message_id: str, date: datetime, unsubscribe_url: str, unsubscribe_token: str,
                   headers: dict[str, str] | None = None) -> EmailMessage:
     # The SMTP policy refuses CR/LF inside a header value, and we refuse them earlier, at input.
     reject_control_characters("subject", subject)
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=MAIL_POLICY)
     msg["From"] = current_app.config["MAIL_FROM"]
     msg["To"] = _address(to, to_name)
     msg["Subject"] = subject
@@ -190,16 +257,32 @@ class BodyTemplate:
     def encode(self, values: dict[str, str], stuffed: bool = False) -> bytes:
         """The filled-in body, quoted-printable (CRLF lines of at most 76 characters); with
         `stuffed`, with a dot doubled at the start of each line, as SMTP's DATA carries it."""
+        return self.join(encoded_values(values), stuffed)
+
+    def join(self, encoded: dict[str, bytes], stuffed: bool = False) -> bytes:
+        """encode, from values already quoted-printable (encoded_values)."""
         if stuffed:
-            encoded = {field: dot_stuff(_qp_value(value)) for field, value in values.items()}
+            encoded = {field: dot_stuff(value) for field, value in encoded.items()}
             head, pieces = self._stuffed_head, self._stuffed
         else:
-            encoded = {field: _qp_value(value) for field, value in values.items()}
             head, pieces = self._encoded_head, self._encoded
         parts = [head]
         for field, piece in pieces:
             parts += (_SOFT_BREAK, encoded[field], _SOFT_BREAK, piece)
         return b"".join(parts)
+
+    def hash_parts(self, key) -> list:
+        """join's layout for a DKIM BodyHashTemplate: fixed bytes, and `(key, field)` where a value
+        goes. Each value starts a line (after a soft break) and is followed by one ("=")."""
+        parts = [self._encoded_head]
+        for field, piece in self._encoded:
+            parts += (_SOFT_BREAK, (key, field), _SOFT_BREAK + piece)
+        return parts
+
+
+def encoded_values(values: dict[str, str]) -> dict[str, bytes]:
+    """Per-reader values as BodyTemplate.join takes them."""
+    return {field: _qp_value(value) for field, value in values.items()}
 
 
 def alternative_head(boundary: str) -> bytes:

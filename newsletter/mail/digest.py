@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import secrets
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
@@ -37,12 +38,14 @@ from .compose import (
     alternative_parts,
     ascii_address,
     build_message,
-    deterministic_message_id,
+    encoded_values,
     header_line,
     list_unsubscribe_mailto,
+    message_id_maker,
+    message_signer,
     sender_domain,
 )
-from .dkim import DkimSigner, signer_from_config
+from .dkim import BodyHashTemplate, DkimSigner, canonical_headers, relaxed_header
 
 TEST_SUBJECT_PREFIX = "[TEST] "
 SAMPLE_READER = (0, "reader@example.com", "Sample Reader")  # previews: id 0 is nobody's
@@ -198,7 +201,7 @@ def render_digest(digest: Digest, now: datetime, test: bool = False) -> Rendered
     return RenderedDigest(
         digest_id=digest.id, subject=subject, test=test, domain=domain, mail_from=config["MAIL_FROM"],
         headers=headers, text=text, html=html, unsubscribe_url=(url_prefix, url_suffix),
-        mailto_prefix=list_unsubscribe_mailto(""), signer=signer_from_config(config, domain),
+        mailto_prefix=list_unsubscribe_mailto(""), signer=message_signer(), message_ids=message_id_maker(domain),
     )
 
 
@@ -215,7 +218,8 @@ class RenderedDigest:
 
     def __init__(self, *, digest_id: int, subject: str, test: bool, domain: str, mail_from: str,
                  headers: dict[str, str], text: BodyTemplate, html: BodyTemplate,
-                 unsubscribe_url: tuple[str, str], mailto_prefix: str, signer: DkimSigner | None):
+                 unsubscribe_url: tuple[str, str], mailto_prefix: str, signer: DkimSigner | None,
+                 message_ids: Callable[..., str]):
         self.digest_id = digest_id
         self.subject = subject
         self.test = test
@@ -227,6 +231,7 @@ class RenderedDigest:
         self.unsubscribe_url = unsubscribe_url
         self.mailto_prefix = mailto_prefix
         self.signer = signer
+        self._message_ids = message_ids
         self._second = None  # what depends only on the second a message is made in: see _per_second
         boundary = "=_" + secrets.token_hex(16)  # "=_" can never occur in quoted-printable text
         # Header lines folded by the email package, once: From | To | Subject | per-reader | the rest.
@@ -239,24 +244,30 @@ class RenderedDigest:
         # "List-Unsubscribe: <https://.../unsubscribe/" TOKEN ">,\r\n <mailto:...unsubscribe%20" TOKEN ">\r\n"
         self._before_token = b"List-Unsubscribe: <" + unsubscribe_url[0].encode("ascii")
         self._between_tokens = unsubscribe_url[1].encode("ascii") + b">,\r\n <" + mailto_prefix.encode("ascii")
+        if signer:  # DKIM: the fixed signed fields and the fixed parts of the body, canonical once
+            self._signed_fields = canonical_headers(self._from + self._subject + self._rest)
+            # List-Unsubscribe relaxed: "list-unsubscribe:<" prefix TOKEN suffix ">, <" mailto TOKEN ">"
+            self._unsubscribe_signed = (b"list-unsubscribe:" + self._before_token[len(b"List-Unsubscribe: "):],
+                                        self._between_tokens.replace(b",\r\n <", b", <"))
+            self._body_hash = BodyHashTemplate([self._text_open, *text.hash_parts("text"), self._html_open,
+                                                *html.hash_parts("html"), self._close])
 
     def _token(self, subscriber_id: int, now: datetime) -> str:
         return self._per_second(now)[0](subscriber_id)
 
     def _per_second(self, now: datetime) -> tuple:
-        """(unsubscribe token maker, Date header line) for the second `now` falls in: thousands
-        of messages a second share them, and each cost more than the rest of a message."""
+        """(unsubscribe token maker, Date header line, its DKIM form) for the second `now` falls
+        in: thousands of messages a second share them, and each cost more than the rest of a message."""
         second = int(now.timestamp())
         if self._second is None or self._second[0] != second:
-            self._second = (second, (tokens.unsubscribe_maker(now),
-                                     b"Date: " + format_datetime(now).encode("ascii") + b"\r\n"))
+            date_line = b"Date: " + format_datetime(now).encode("ascii") + b"\r\n"
+            self._second = (second, (tokens.unsubscribe_maker(now), date_line, relaxed_header(date_line)))
         return self._second[1]
 
     def _message_id(self, subscriber_id: int, email: str, now: datetime) -> str:
         if self.test:  # never the real delivery's Message-ID: receivers would drop one as a duplicate
-            return deterministic_message_id("digest-test", self.digest_id, email, now.isoformat(),
-                                            domain=self.domain)
-        return deterministic_message_id("digest", self.digest_id, subscriber_id, domain=self.domain)
+            return self._message_ids("digest-test", self.digest_id, email, now.isoformat())
+        return self._message_ids("digest", self.digest_id, subscriber_id)
 
     def _values(self, name: str, email: str, token: str) -> tuple[dict, dict]:
         text = {GREETING_NAME: " " + name if name else "", EMAIL: email, TOKEN: token}
@@ -278,35 +289,39 @@ class RenderedDigest:
         made from pieces stuffed once per digest instead of searching 25 kB per reader; the
         transport then sends it as it is."""
         header_email = ascii_address(email)  # an internationalised domain in its IDNA form
-        if header_email is None or (for_data and self.signer):
-            # A non-ASCII local part: let the email package decide how to write it. (And DKIM
-            # signs the message itself, so stuffing follows the signature.)
-            message = self.message_bytes(subscriber_id, email, name, now) if header_email else \
-                self._signed(self.message_for(subscriber_id, email, name, now).as_bytes())
+        if header_email is None:  # a non-ASCII local part: let the email package decide how to write it
+            message = self._signed(self.message_for(subscriber_id, email, name, now).as_bytes(), now)
             return data_bytes(message) if for_data else message
         name = one_line(name or "")
-        make_token, date_line = self._per_second(now)
+        make_token, date_line, date_signed = self._per_second(now)
         token = make_token(subscriber_id)
         token_bytes = token.encode("ascii")
-        text_values, html_values = self._values(name, email, token)
-        head = b"".join((
-            self._from,
-            address_line("To", header_email, name),
-            self._subject,
-            date_line,
-            b"Message-ID: ", self._message_id(subscriber_id, email, now).encode("ascii"), b"\r\n",
-            self._before_token, token_bytes, self._between_tokens, token_bytes, b">\r\n",
-            self._rest,
-        ))
+        text_values, html_values = (encoded_values(values) for values in self._values(name, email, token))
+        to_line = address_line("To", header_email, name)
+        id_line = b"Message-ID: " + self._message_id(subscriber_id, email, now).encode("ascii") + b"\r\n"
+        unsubscribe_line = self._before_token + token_bytes + self._between_tokens + token_bytes + b">\r\n"
+        signature = self._signature(to_line, date_signed, id_line, token_bytes, text_values, html_values, now) \
+            if self.signer else b""
+        head = b"".join((signature, self._from, to_line, self._subject, date_line, id_line, unsubscribe_line,
+                         self._rest, self._text_open))
         # Header lines never start with a dot (a name, or the blank of a folded line), nor do
         # the MIME boundaries: only the bodies need stuffing.
         if for_data:
-            return DataBytes(b"".join((head, self._text_open, self.text.encode(text_values, stuffed=True),
-                                       self._html_open, self.html.encode(html_values, stuffed=True),
-                                       self._close, b".\r\n")))
-        message = b"".join((head, self._text_open, self.text.encode(text_values),
-                            self._html_open, self.html.encode(html_values), self._close))
-        return self._signed(message)
+            return DataBytes(b"".join((head, self.text.join(text_values, stuffed=True), self._html_open,
+                                       self.html.join(html_values, stuffed=True), self._close, b".\r\n")))
+        return b"".join((head, self.text.join(text_values), self._html_open, self.html.join(html_values),
+                         self._close))
+
+    def _signature(self, to_line: bytes, date_signed: bytes, id_line: bytes, token: bytes,
+                   text_values: dict[str, bytes], html_values: dict[str, bytes], now: datetime) -> bytes:
+        """One reader's DKIM-Signature fields: only their own values are canonicalised here."""
+        fields = {**self._signed_fields, b"to": relaxed_header(to_line), b"date": date_signed,
+                  b"message-id": b"message-id:" + id_line[len(b"Message-ID: "):],  # no space to squeeze
+                  b"list-unsubscribe": self._unsubscribe_signed[0] + token + self._unsubscribe_signed[1]
+                  + token + b">\r\n"}
+        body_hash = self._body_hash.digest({**{("text", f): v for f, v in text_values.items()},
+                                            **{("html", f): v for f, v in html_values.items()}})
+        return self.signer.signature_lines(fields, body_hash, now)
 
     def message_for(self, subscriber_id: int, email: str, name: str | None, now: datetime):
         """The same message built by the email package (an EmailMessage; not DKIM-signed)."""
@@ -318,6 +333,6 @@ class RenderedDigest:
             headers=self.headers,
         )
 
-    def _signed(self, message: bytes) -> bytes:
-        return self.signer.sign(message) if self.signer else message
+    def _signed(self, message: bytes, now: datetime) -> bytes:
+        return self.signer.sign(message, now) if self.signer else message
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import metrics, tokens
 from ..errors import InvalidInput, InvalidToken, UsedToken
 from ..extensions import db
-from ..mail.compose import build_message, deterministic_message_id
+from ..mail.compose import build_message, deterministic_message_id, outgoing_bytes
 from ..models import (
     ConsentEvent,
     ConsentKind,
@@ -158,7 +158,7 @@ def queue_confirmation(subscriber: Subscriber, now: datetime) -> OutboundEmail:
         date=now, unsubscribe_url=values["unsubscribe_url"], unsubscribe_token=unsubscribe_token,
         headers={"Auto-Submitted": "auto-generated"},
     )
-    outbound.message = message.as_string()
+    outbound.message = outgoing_bytes(message, now).decode("ascii")  # signed now: a retry sends these bytes
     return outbound
 
 

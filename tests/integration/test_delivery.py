@@ -2,6 +2,7 @@
 4xx deferred and retried, 5xx failed, unknown users suppressed, pause/resume/cancel."""
 
 import json
+import re
 import time
 
 import pytest
@@ -231,3 +232,38 @@ def test_status_command_prints_the_contract_json(app, mailer, runner, digest_id,
                                          "deferred": 0, "failed": 0, "skipped": 0}
     assert runner.invoke(args=["digest", "status", "999", "--json"]).exit_code != 0
     assert "No digest with id 999" in runner.invoke(args=["digest", "pause", "999"]).output
+
+
+# --- DKIM and the headers, on the bytes the relay received ------------------------------------------
+
+
+def test_every_digest_is_dkim_signed_by_both_keys_and_verifies_as_received(app, mailer, smtp, digest_id, clock,
+                                                                          dkim_keys):
+    app.config.update(dkim_keys.settings())
+    start(app, digest_id, clock)
+    assert run_all(app, digest_id, clock, mailer)["sent"] == len(CONFIRMED)
+    assert len(smtp.received) == len(CONFIRMED)
+    for received in smtp.received:
+        assert dkim_keys.verified(received.data) == ["rsa-sha256", "ed25519-sha256"]
+
+
+def test_a_retried_digest_carries_the_same_message_id_and_a_signature_that_verifies(app, mailer, smtp, digest_id,
+                                                                                  clock, dkim_keys):
+    app.config.update(dkim_keys.settings())
+    smtp.plan.drop_after_data["reader6@example.com"] = 1
+    start(app, digest_id, clock)
+    run_all(app, digest_id, clock, mailer)
+    clock.advance(minutes=5)
+    run_all(app, digest_id, clock, mailer)
+    copies = smtp.to("reader6@example.com")
+    assert len(copies) == 2 and copies[0].message["Message-ID"] == copies[1].message["Message-ID"]
+    assert [dkim_keys.verified(copy.data) for copy in copies] == [["rsa-sha256", "ed25519-sha256"]] * 2
+
+
+def test_the_digest_list_unsubscribe_is_plain_urls_on_the_wire(app, mailer, smtp, digest_id, clock):
+    start(app, digest_id, clock)
+    run_all(app, digest_id, clock, mailer)
+    raw = smtp.to("reader3@example.com")[0].data
+    field = re.search(rb"^List-Unsubscribe:(.*?)\r\n(?![ \t])", raw, re.MULTILINE | re.DOTALL).group(1)
+    assert re.fullmatch(rb" <https://news\.example\.org/unsubscribe/[\w.-]+>,\r\n"
+                        rb" <mailto:unsubscribe@news\.example\.org\?subject=unsubscribe%20[\w.-]+>", field), field

@@ -284,3 +284,11 @@ def test_service_returns_none_and_writes_nothing_when_nothing_is_new(app, clock)
         assert digests.new_articles() == []
         assert digests.create_digest(datetime(2026, 1, 1, tzinfo=timezone.utc)) is None
         assert db.session.scalar(select(func.count()).select_from(Digest)) == 0
+
+
+def test_test_send_is_dkim_signed_by_both_keys(app, runner, draft, smtp, dkim_keys):
+    app.config.update(dkim_keys.settings())
+    result = runner.invoke(args=["digest", "test-send", str(draft), "--to", "editor@example.com"])
+    assert result.exit_code == 0, result.output
+    (received,) = smtp.to("editor@example.com")
+    assert dkim_keys.verified(received.data) == ["rsa-sha256", "ed25519-sha256"]

@@ -1,5 +1,6 @@
 """Transactional mail through a real SMTP server on loopback: sent once, 4xx deferred, 5xx failed."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -94,3 +95,43 @@ def test_sweeper_finds_rows_the_queue_lost(app, clock, queued):
         assert outbox.due_ids(clock()) == [queued]
         outbox.send_outbound(queued, clock())
         assert outbox.due_ids(clock()) == []
+
+
+# --- DKIM and the headers, on the bytes the relay received ------------------------------------------
+
+
+def confirmation_as_received(app, visitor, smtp, clock) -> bytes:
+    visitor.sign_up("reader@example.com", name="Zoë Ødegård")
+    with app.app_context():
+        outbound_id = db.session.scalar(select(OutboundEmail.id))
+    assert send(app, outbound_id, clock) == "sent"
+    (received,) = smtp.to("reader@example.com")
+    return received.data
+
+
+def test_the_confirmation_is_dkim_signed_by_both_keys_and_verifies_as_received(app, visitor, smtp, clock, dkim_keys):
+    app.config.update(dkim_keys.settings())
+    raw = confirmation_as_received(app, visitor, smtp, clock)
+    assert dkim_keys.verified(raw) == ["rsa-sha256", "ed25519-sha256"]
+    assert b"Please confirm" in raw and raw.isascii()
+
+
+def test_the_confirmation_list_unsubscribe_is_plain_urls_on_the_wire(app, visitor, smtp, clock):
+    raw = confirmation_as_received(app, visitor, smtp, clock)
+    field = re.search(rb"^List-Unsubscribe:(.*?)\r\n(?![ \t])", raw, re.MULTILINE | re.DOTALL).group(1)
+    assert re.fullmatch(rb" <https://news\.example\.org/unsubscribe/[\w.-]+>,\r\n"
+                        rb" <mailto:unsubscribe@news\.example\.org\?subject=unsubscribe%20[\w.-]+>", field), field
+
+
+def test_a_retried_confirmation_sends_the_same_signed_bytes(app, visitor, smtp, clock, dkim_keys):
+    app.config.update(dkim_keys.settings())
+    visitor.sign_up("reader@example.com")
+    with app.app_context():
+        outbound_id = db.session.scalar(select(OutboundEmail.id))
+    smtp.plan.drop_after_data["reader@example.com"] = 1
+    assert send(app, outbound_id, clock) == "deferred"
+    clock.advance(minutes=3)
+    assert send(app, outbound_id, clock) == "sent"
+    first, second = smtp.to("reader@example.com")
+    assert first.data == second.data
+    assert dkim_keys.verified(second.data) == ["rsa-sha256", "ed25519-sha256"]

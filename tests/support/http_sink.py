@@ -42,7 +42,7 @@ class HttpSink:
     def port(self) -> int:
         return self.server.server_address[1]
 
-    def start(self) -> "HttpSink":
+    def start(self) -> HttpSink:
         self.thread.start()
         return self
 

@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from typing import Annotated, Literal, get_type_hints
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
+from typing import NotRequired
 
 from ...errors import InvalidInput
 from ...models import ConsentKind, DigestStatus, SubscriberStatus
