@@ -83,6 +83,7 @@ class Config:
         self.FEED_URLS = [u.strip() for u in _env("FEED_URLS", "").split(",") if u.strip()]
         self.FEED_FETCH_SECONDS = float(_env("FEED_FETCH_SECONDS", "900"))
         self.FEED_TIMEOUT = float(_env("FEED_TIMEOUT", "20"))
+        self.FEED_ALLOW_PRIVATE = _env_bool("FEED_ALLOW_PRIVATE", False)  # intranet feeds: loopback, private
         self.API_TOKEN = _env("API_TOKEN")
 
         # Bulk delivery.

@@ -13,9 +13,8 @@ from sqlalchemy import func, select
 from newsletter.extensions import db
 from newsletter.models import Article, AuditEvent
 from newsletter.services import digests, operators
-
+from tests.support.feed_server import FeedHost
 from tests.support.forms import OPERATOR_PASSWORD, form_fields, log_in
-from .test_articles import FeedHost
 
 PASSWORD = OPERATOR_PASSWORD
 
@@ -79,16 +78,14 @@ def viewer(app, people):
 
 @pytest.fixture(scope="module")
 def feed_server():
-    host = FeedHost()
-    host.thread.start()
+    host = FeedHost().start()
     yield host
-    host.release.set()
-    host.server.shutdown()
-    host.server.server_close()
+    host.stop()
 
 
 @pytest.fixture
-def feed_host(feed_server):
+def feed_host(feed_server, app):
+    app.config["FEED_ALLOW_PRIVATE"] = True  # the host is on loopback, an intranet feed
     feed_server.reset()
     yield feed_server
     feed_server.reset()
