@@ -104,7 +104,7 @@ def refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_privat
             return "multicast"
         if ip.is_link_local:
             return "link-local"  # 169.254.169.254 is the cloud's metadata service
-        if ip.is_loopback or (not ip.is_reserved and not ip.is_global):
+        if ip.is_loopback or getattr(ip, "is_site_local", False) or (not ip.is_reserved and not ip.is_global):
             if not allow_private:
                 return "loopback" if ip.is_loopback else "private"
             continue
