@@ -122,7 +122,8 @@ SETTINGS = (
     # Articles in.
     Setting("FEED_URLS", comma_list, "", "RSS/Atom feeds beat fetches, comma-separated"),
     Setting("FEED_FETCH_SECONDS", float, "900", "how often beat fetches FEED_URLS"),
-    Setting("FEED_TIMEOUT", float, "20", "seconds a feed may take per wait and per download"),
+    Setting("FEED_TIMEOUT", float, "20", "seconds one feed's whole fetch may take"),
+    Setting("FEED_ALLOW_PRIVATE", flag, "0", "let feeds reach loopback and private addresses (intranet feeds)"),
     Setting("API_TOKEN", text, None, "the site-wide bearer token of POST /api/v1/articles"),
 
     # Bulk delivery.

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    JSON,
     String,
     Text,
     TypeDecorator,
@@ -220,6 +221,32 @@ class FeedState(db.Model):
     last_modified: Mapped[str | None] = mapped_column(String(100))
     fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class FetchRunStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    NOT_QUEUED = "not_queued"  # the broker was out of reach: nothing was fetched
+
+
+class FeedFetchRun(db.Model):
+    """One "fetch feeds now" from the console: queued by the web, done by a worker, each feed's
+    report kept for the page that waits on it."""
+
+    __tablename__ = "feed_fetch_run"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operator.id"))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    urls: Mapped[list] = mapped_column(JSON)
+    status: Mapped[FetchRunStatus] = mapped_column(_enum(FetchRunStatus))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reports: Mapped[list | None] = mapped_column(JSON)  # [{"line": ..., "failed": ...}], in the order of urls
+
+    operator: Mapped[Operator | None] = relationship()
 
 
 class Digest(db.Model):

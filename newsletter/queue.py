@@ -27,6 +27,7 @@ SWEEP_OUTBOX = "workers.tasks.sweep_outbox"
 SEND_BATCH = "workers.tasks.send_delivery_batch"
 SWEEP_DELIVERIES = "workers.tasks.sweep_deliveries"
 FETCH_FEEDS = "workers.tasks.fetch_feeds"
+FETCH_FEEDS_NOW = "workers.tasks.fetch_feeds_now"  # the console's button: one FeedFetchRun
 DIGEST_TICK = "workers.tasks.digest_schedule_tick"
 SEND_SCHEDULED = "workers.tasks.send_scheduled_digests"
 

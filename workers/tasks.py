@@ -3,9 +3,9 @@
 from celery import shared_task
 
 from newsletter.clock import now
-from newsletter.queue import (DIGEST_TICK, FETCH_FEEDS, SEND_BATCH, SEND_OUTBOUND, SEND_SCHEDULED, SWEEP_DELIVERIES,
-                              SWEEP_OUTBOX)
-from newsletter.services import delivery, digests, feeds, outbox, schedule
+from newsletter.queue import (DIGEST_TICK, FETCH_FEEDS, FETCH_FEEDS_NOW, SEND_BATCH, SEND_OUTBOUND, SEND_SCHEDULED,
+                              SWEEP_DELIVERIES, SWEEP_OUTBOX)
+from newsletter.services import delivery, digests, feeds, fetch_runs, outbox, schedule
 
 
 @shared_task(name=SEND_OUTBOUND)
@@ -41,3 +41,9 @@ def fetch_feeds() -> list[str]:
 @shared_task(name=SEND_SCHEDULED)
 def send_scheduled_digests() -> list[int]:
     return digests.send_due_scheduled(now())
+
+
+@shared_task(name=FETCH_FEEDS_NOW)
+def fetch_feeds_now(run_id: int) -> str | None:
+    status = fetch_runs.run_fetch(run_id, now)
+    return status.value if status else None

@@ -2,7 +2,7 @@
 stores), and fetching them over HTTP with a conditional GET, what the server said (ETag,
 Last-Modified, or the error) kept in FeedState for next time.
 
-A feed that fails (HTTP error, timeout, not a feed) is recorded and reported; the others go on.
+A feed that fails (no answer, HTTP error, not a feed) is recorded and reported; the others go on.
 The validators are stored in the same transaction as the articles, so a fetch whose articles were
 not saved is never answered "304 Not Modified" the next time.
 """
@@ -10,15 +10,12 @@ not saved is never answered "304 Not Modified" the next time.
 from __future__ import annotations
 
 import html
-import http.client
 import io
 import logging
-import time
-import urllib.error
-import urllib.request
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import feedparser
 from flask import current_app
@@ -27,6 +24,8 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import InvalidInput
 from ..extensions import db
+from ..infra import outbound_http
+from ..infra.outbound_http import Resolver
 from ..models import FeedState
 from . import articles
 from .articles import ArticleData, EntryError, ImportReport, Parsed, build_article, plain_text, shorten
@@ -38,11 +37,13 @@ MAX_ERROR = 500  # FeedState.last_error
 MAX_ETAG = 500  # FeedState.etag
 MAX_LAST_MODIFIED = 100  # FeedState.last_modified
 LABEL_TITLE = 60  # characters of an entry's title in an error message
+# What every fetch that got no HTTP answer says, whatever the reason: the reason is in the log.
+UNREACHABLE = "the feed could not be fetched"
 ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
 
 
 class FeedFetchError(Exception):
-    """The feed could not be fetched: an HTTP error status, the network, a timeout, too large."""
+    """The feed could not be fetched: no HTTP answer (UNREACHABLE), an HTTP error status, too large."""
 
 
 # --- Feed documents ------------------------------------------------------------------------------
@@ -121,7 +122,9 @@ def _entry_label(position: int, entry) -> str:
     if title:
         return f"entry {position} ({title!r})"
     guid = entry.get("id")
-    return f"entry {position} ({shorten(guid.strip())})" if isinstance(guid, str) and guid.strip() else f"entry {position}"
+    if isinstance(guid, str) and guid.strip():
+        return f"entry {position} ({shorten(guid.strip())})"
+    return f"entry {position}"
 
 
 def import_document(content: bytes, source: str, now: datetime) -> ImportReport:
@@ -169,7 +172,7 @@ def fetch_all(urls, now: datetime) -> list[FeedReport]:
     return [fetch_feed(url, now) for url in dict.fromkeys(urls)]
 
 
-def fetch_feed(url: str, now: datetime) -> FeedReport:
+def fetch_feed(url: str, now: datetime, resolve: Resolver = socket.getaddrinfo) -> FeedReport:
     try:
         url = articles.http_url(url, "feed URL")
     except InvalidInput as error:
@@ -178,7 +181,8 @@ def fetch_feed(url: str, now: datetime) -> FeedReport:
     etag, last_modified = (state.etag, state.last_modified) if state else (None, None)
     db.session.rollback()  # no transaction stays open while we wait on the network
     try:
-        download = fetch(url, etag, last_modified, current_app.config["FEED_TIMEOUT"])
+        download = fetch(url, etag, last_modified, current_app.config["FEED_TIMEOUT"],
+                         current_app.config["FEED_ALLOW_PRIVATE"], resolve)
         if download.content is None:
             _record(url, now, download=download)
             return FeedReport(url, not_modified=True)
@@ -232,60 +236,29 @@ def _fits(value: str | None, length: int) -> str | None:
 
 # --- HTTP -----------------------------------------------------------------------------------------
 
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if urlsplit(newurl).scheme.lower() not in ("http", "https"):
-            raise FeedFetchError(f"redirected to a URL that is not http(s): {newurl[:200]}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _opener() -> urllib.request.OpenerDirector:
-    # Only what a feed needs: no file:, ftp: or data: handlers behind a redirect.
-    opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
-                    _HttpOnlyRedirects(), urllib.request.HTTPDefaultErrorHandler(),
-                    urllib.request.HTTPErrorProcessor()):
-        opener.add_handler(handler)
-    return opener
-
-
-def fetch(url: str, etag: str | None, last_modified: str | None, timeout: float) -> Download:
-    """GET url, conditionally. `timeout` bounds every wait and the whole download."""
+def fetch(url: str, etag: str | None, last_modified: str | None, timeout: float, allow_private: bool = False,
+          resolve: Resolver = socket.getaddrinfo) -> Download:
+    """GET url, conditionally, within `timeout` seconds in all (redirects included). Addresses of
+    the network we run in are refused unless `allow_private` (FEED_ALLOW_PRIVATE)."""
     headers = {"User-Agent": f"{current_app.config['SITE_NAME']} feed reader (+{current_app.config['BASE_URL']})",
                "Accept": ACCEPT}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    deadline = time.monotonic() + timeout
     try:
-        with _opener().open(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
-            content = _read(response, deadline, timeout)
-            return Download(url=response.geturl(), content=content, content_type=response.headers.get("Content-Type"),
-                            etag=response.headers.get("ETag"), last_modified=response.headers.get("Last-Modified"))
-    except urllib.error.HTTPError as error:
-        error.close()
-        if error.code == 304:
-            return Download(url=url, content=None, content_type=None, etag=error.headers.get("ETag"),
-                            last_modified=error.headers.get("Last-Modified"))
-        raise FeedFetchError(f"HTTP {error.code} {error.reason}") from None
-    except urllib.error.URLError as error:
-        if isinstance(error.reason, TimeoutError):
-            raise FeedFetchError(f"timed out after {timeout:g} s") from None
-        raise FeedFetchError(f"cannot connect: {error.reason}") from None
-    except TimeoutError:
-        raise FeedFetchError(f"timed out after {timeout:g} s") from None
-    except (OSError, http.client.HTTPException) as error:
-        raise FeedFetchError(f"{error.__class__.__name__}: {error}") from None
-
-
-def _read(response, deadline: float, timeout: float) -> bytes:
-    chunks, size = [], 0
-    while chunk := response.read1(64 * 1024):
-        size += len(chunk)
-        if size > MAX_FEED_BYTES:
-            raise FeedFetchError(f"larger than {MAX_FEED_BYTES // (1024 * 1024)} MB")
-        if time.monotonic() > deadline:
-            raise FeedFetchError(f"timed out after {timeout:g} s")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        response = outbound_http.get(url, headers, timeout=timeout, max_bytes=MAX_FEED_BYTES,
+                                     allow_private=allow_private, resolve=resolve)
+    except outbound_http.Unreachable as error:
+        # The detail (refused address, closed port, unknown host...) would map our network: log only.
+        log.warning("feed %s could not be fetched: %s", url, error)
+        raise FeedFetchError(UNREACHABLE) from None
+    except outbound_http.HttpStatusError as error:
+        raise FeedFetchError(f"HTTP {error.code} {error.phrase}" if error.phrase else f"HTTP {error.code}") from None
+    except outbound_http.TooLarge:
+        raise FeedFetchError(f"larger than {MAX_FEED_BYTES // (1024 * 1024)} MB") from None
+    if response.body is None:
+        return Download(url=url, content=None, content_type=None, etag=response.headers.get("ETag"),
+                        last_modified=response.headers.get("Last-Modified"))
+    return Download(url=response.url, content=response.body, content_type=response.headers.get("Content-Type"),
+                    etag=response.headers.get("ETag"), last_modified=response.headers.get("Last-Modified"))

@@ -1,7 +1,9 @@
 """The console's article pages: the list, "fetch feeds now", and hiding an article from digests.
 
-Viewers read; editors fetch and hide. Fetching is services/feeds, the same as beat and
-`articles fetch`; hiding keeps the row (a later fetch of the same article leaves it hidden).
+Viewers read; editors fetch and hide. "Fetch feeds now" queues a run for a worker
+(services/fetch_runs, which fetches through services/feeds like beat and `articles fetch`) and
+sends the editor to the run's page, which reloads itself until the reports are in. Hiding keeps
+the row (a later fetch of the same article leaves it hidden).
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from sqlalchemy import func, select
 from ..auth import requires
 from ..clock import now
 from ..extensions import db
-from ..models import Article, Role
-from ..services import feeds, operators
+from ..models import Article, FeedFetchRun, Role
+from ..services import fetch_runs, operators
 
 bp = Blueprint("console_articles", __name__, url_prefix="/console/articles")
 
 PAGE_SIZE = 50
 MAX_ID = 2**31 - 1
+REFRESH_SECONDS = 2  # how often the page of a run still fetching reloads itself (meta refresh: no script)
 _SORT_TIME = func.coalesce(Article.published_at, Article.created_at)  # as digests: published, else added
-
 
 
 @bp.get("/")
@@ -52,16 +54,20 @@ def fetch_now():
         flash("No feeds are configured, so there is nothing to fetch: set FEED_URLS (comma-separated feed "
               "addresses) in the environment. Articles can also come in through the API.", "error")
         return redirect(url_for("console_articles.index"))
-    clock = now()
-    reports = feeds.fetch_configured(clock)
-    operators.audit(current_user, "articles.fetch", None, {
-        "feeds": len(reports),
-        "failed": sum(report.failed for report in reports),
-        "created": sum(report.articles.created for report in reports if report.articles),
-        "updated": sum(report.articles.updated for report in reports if report.articles),
-    }, request.remote_addr, clock)
-    db.session.commit()
-    return render_template("console/articles/fetch.html", reports=reports)
+    run = fetch_runs.request_fetch(current_user, urls, request.remote_addr, now())
+    return redirect(url_for("console_articles.fetch_run", run_id=run.id), 303)
+
+
+@bp.get("/fetch/<int:run_id>")
+@requires(Role.VIEWER)
+def fetch_run(run_id):
+    run = db.session.get(FeedFetchRun, run_id) if run_id <= MAX_ID else None
+    if run is None:
+        abort(404)
+    stale = fetch_runs.is_stale(run, now())
+    return render_template("console/articles/fetch.html", run=run, stale=stale,
+                           waiting=run.status in fetch_runs.UNFINISHED and not stale,
+                           refresh_seconds=REFRESH_SECONDS)
 
 
 @bp.post("/<int:article_id>/hide")

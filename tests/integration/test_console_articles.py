@@ -1,8 +1,11 @@
 """The console's article pages through the real forms, on SQLite and PostgreSQL: the list, hiding
-and unhiding, "fetch feeds now" (with real feeds on loopback, and with none configured); roles and CSRF."""
+and unhiding, "fetch feeds now" (queued on a real Redis broker, run by the worker's service, with
+real feeds on loopback; with the broker down; with none configured); roles and CSRF."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from datetime import timedelta
 from html import unescape
@@ -11,13 +14,14 @@ import pytest
 from sqlalchemy import func, select
 
 from newsletter.extensions import db
-from newsletter.models import Article, AuditEvent
-from newsletter.services import digests, operators
-
+from newsletter.models import Article, AuditEvent, FeedFetchRun, FetchRunStatus
+from newsletter.queue import BULK_QUEUE, FETCH_FEEDS_NOW
+from newsletter.services import digests, fetch_runs, operators
+from tests.support.feed_server import FeedHost
 from tests.support.forms import OPERATOR_PASSWORD, form_fields, log_in
-from .test_articles import FeedHost
 
 PASSWORD = OPERATOR_PASSWORD
+BROKER_DB = 2  # a database of the run's own redis-server no other test uses
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -79,16 +83,39 @@ def viewer(app, people):
 
 @pytest.fixture(scope="module")
 def feed_server():
-    host = FeedHost()
-    host.thread.start()
+    host = FeedHost().start()
     yield host
-    host.release.set()
-    host.server.shutdown()
-    host.server.server_close()
+    host.stop()
+
+
+class Broker:
+    """A Redis of the test run's own as the broker: what the web enqueued stays there, unread."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def queued(self) -> list[tuple[str, tuple]]:
+        messages = [json.loads(raw) for raw in self.client.lrange(BULK_QUEUE, 0, -1)]
+        return [(m["headers"]["task"], tuple(json.loads(base64.b64decode(m["body"]))[0])) for m in messages]
 
 
 @pytest.fixture
-def feed_host(feed_server):
+def broker(app, redis_server):
+    client = redis_server.client(BROKER_DB)
+    client.flushdb()
+    app.extensions["celery"].conf.broker_url = redis_server.url(BROKER_DB)
+    yield Broker(client)
+    client.flushdb()
+    client.close()
+
+
+def fetch_status(response) -> str:
+    return re.search(r'id="fetch-status" data-status="([a-z_]+)"', response.get_data(as_text=True)).group(1)
+
+
+@pytest.fixture
+def feed_host(feed_server, app):
+    app.config["FEED_ALLOW_PRIVATE"] = True  # the host is on loopback, an intranet feed
     feed_server.reset()
     yield feed_server
     feed_server.reset()
@@ -163,13 +190,27 @@ def test_fetch_now_with_no_feeds_configured_says_so_and_changes_nothing(app, edi
         assert audit_actions() == []
 
 
-def test_fetch_now_fetches_every_configured_feed_and_reports_each(app, editor, feed_host):
+def test_fetch_now_fetches_every_configured_feed_and_reports_each(app, editor, feed_host, broker, clock):
     good = feed_host.serve("/blog.rss", "blog.rss")
     missing = feed_host.url("/gone.rss")
     app.config["FEED_URLS"] = [good, missing]
 
     response = post(editor, "/console/articles/fetch")
-    assert response.status_code == 200
+    assert response.status_code == 303  # the request only queues the fetch: no web worker waits on a feed
+    run_page = response.headers["Location"]
+    [(task, (run_id,))] = broker.queued()
+    assert (task, run_page) == (FETCH_FEEDS_NOW, f"/console/articles/fetch/{run_id}")
+    waiting = editor.get(run_page)
+    assert fetch_status(waiting) == "queued"
+    assert "Fetching… waiting for a worker to take the 2 feeds." in waiting.get_data(as_text=True)
+    assert '<meta http-equiv="refresh" content="2">' in waiting.get_data(as_text=True)  # no script: CSP
+    assert feed_host.requests == []
+
+    with app.app_context():  # what the worker's fetch_feeds_now task runs
+        assert fetch_runs.run_fetch(run_id, clock) is FetchRunStatus.DONE
+    response = editor.get(run_page)
+    assert fetch_status(response) == "done"
+    assert "http-equiv" not in response.get_data(as_text=True)
     lines = [unescape(line) for line in re.findall(r'<li class="(?:ok|failed)">(.*?)</li>',
                                                    response.get_data(as_text=True), re.S)]
     assert lines == [f"feed {good}: 3 new, 0 updated, 0 unchanged", f"feed {missing}: failed: HTTP 404 Not Found"]
@@ -179,7 +220,39 @@ def test_fetch_now_fetches_every_configured_feed_and_reports_each(app, editor, f
         [event] = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "articles.fetch")).all()
         assert event.operator.email == "editor@example.org"
         assert event.detail == '{"feeds": 2, "failed": 1, "created": 3, "updated": 0}'
+        assert fetch_runs.run_fetch(run_id, clock) is None  # a redelivered message fetches nothing again
+    assert len(feed_host.seen("/blog.rss")) == 1
     assert len(listed_titles(editor.get("/console/articles/"))) == 3
+
+
+def test_fetch_now_with_the_broker_down_says_nothing_was_fetched(app, editor, feed_host, clock):
+    app.config["FEED_URLS"] = [feed_host.serve("/blog.rss", "blog.rss")]  # base_config's broker is down
+    response = post(editor, "/console/articles/fetch", follow_redirects=True)
+    assert fetch_status(response) == "not_queued"
+    text = re.sub(r"\s+", " ", response.get_data(as_text=True))
+    assert ("Nothing was fetched: the task queue (the broker of CELERY_BROKER_URL or REDIS_URL) could not be "
+            "reached") in text
+    assert "http-equiv" not in text
+    with app.app_context():
+        run = db.session.scalar(select(FeedFetchRun))
+        assert run.status is FetchRunStatus.NOT_QUEUED
+        assert fetch_runs.run_fetch(run.id, clock) is None  # a message that got through after all changes nothing
+        assert db.session.scalar(select(func.count()).select_from(Article)) == 0
+    assert feed_host.requests == []
+
+
+def test_a_fetch_no_worker_takes_stops_waiting_and_says_why(app, editor, feed_host, broker, clock):
+    app.config["FEED_URLS"] = [feed_host.serve("/blog.rss", "blog.rss")]
+    run_page = post(editor, "/console/articles/fetch").headers["Location"]
+    clock.advance(minutes=14)
+    assert fetch_status(editor.get(run_page)) == "queued"
+    clock.advance(minutes=2)
+    page = editor.get(run_page)
+    assert fetch_status(page) == "stale"
+    text = re.sub(r"\s+", " ", page.get_data(as_text=True))
+    assert "has still not been taken by a worker: no worker may be running" in text
+    assert "http-equiv" not in text
+    assert editor.get("/console/articles/fetch/999999").status_code == 404
 
 
 # --- roles and CSRF ----------------------------------------------------------------------------------
