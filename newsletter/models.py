@@ -313,6 +313,8 @@ class Operator(db.Model):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # In every session cookie; raising it (logout, new password, deactivation) ends them all.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     # Flask-Login
     @property
@@ -328,7 +330,7 @@ class Operator(db.Model):
         return False
 
     def get_id(self) -> str:
-        return str(self.id)
+        return f"{self.id}:{self.session_version}"
 
 
 class ApiToken(db.Model):
@@ -362,3 +364,12 @@ class AuditEvent(db.Model):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     operator: Mapped[Operator | None] = relationship()
+
+
+class UsedFormToken(db.Model):
+    """The nonce of a signup form token that was sent back once: a form signs up one address."""
+
+    __tablename__ = "used_form_token"
+
+    nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # the token is refused after it anyway

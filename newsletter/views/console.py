@@ -65,6 +65,8 @@ def login():
 @bp.post("/logout")
 @public
 def logout():
+    if current_user.is_authenticated:
+        operators.log_out(current_user, request.remote_addr, now())
     logout_user()
     return redirect(url_for("console.login"))
 
@@ -149,6 +151,7 @@ def deactivate_operator(operator_id):
         flash("You cannot deactivate that account.", "error")
     else:
         operator.active = False
+        operators.end_sessions(operator)
         operators.audit(current_user, "operator.deactivate", f"operator:{operator.id}", None, request.remote_addr, now())
         db.session.commit()
         flash(f"{operator.email} can no longer log in.", "notice")
