@@ -73,6 +73,8 @@ class Config:
         self.EMBED_ALLOWED_ORIGINS = _env("EMBED_ALLOWED_ORIGINS", "*")
         # How many proxies in front of the app set X-Forwarded-For (0: trust none).
         self.PROXY_FIX_X_FOR = int(_env("PROXY_FIX_X_FOR", "0"))
+        # Where those proxies are (CIDRs, comma-separated): X-Forwarded-* from any other peer is ignored.
+        self.TRUSTED_PROXIES = _env("TRUSTED_PROXIES", "")
 
         # Transactional mail (confirmations): retries of temporary failures.
         self.OUTBOX_SWEEP_SECONDS = float(_env("OUTBOX_SWEEP_SECONDS", "30"))
