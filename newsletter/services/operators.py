@@ -69,7 +69,7 @@ def _dummy_hash() -> str:
 
 
 def authenticate(email: str, password: str, ip: str | None, now: datetime) -> Operator:
-    """The operator, or LoginRefused. Failures count; enough of them lock the account a while.
+    """The operator, or LoginRefused. LOGIN_MAX_FAILURES attempts without a success lock the account a while.
 
     Every path runs the same statements and one argon2 verification, so the time taken tells
     nothing about the address; the attempt is counted before the password is checked, so parallel
