@@ -113,6 +113,8 @@ SETTINGS = (
     Setting("CONFIRM_TOKEN_MAX_AGE", int, str(7 * DAY), "seconds a confirmation link works"),
     Setting("EMBED_ALLOWED_ORIGINS", text, "*", "origins that may frame /embed and call POST /api/v1/subscribe"),
     Setting("PROXY_FIX_X_FOR", int, "0", "how many proxies in front set X-Forwarded-For (0: trust none)"),
+    # X-Forwarded-* from any peer outside these CIDRs is ignored.
+    Setting("TRUSTED_PROXIES", text, "", "where those proxies are: CIDRs, comma-separated"),
 
     # Transactional mail (confirmations): retries of temporary failures.
     Setting("OUTBOX_SWEEP_SECONDS", float, "30", "how often beat re-enqueues due confirmation mail"),

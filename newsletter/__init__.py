@@ -7,12 +7,12 @@ import sqlite3
 from flask import Flask, has_request_context
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import DEFAULT_SECRET_KEY, PROJECT_DIR, Config
 
 from .auth import login_manager
 from .extensions import csrf, db, limiter, migrate
+from .proxies import trust_proxies
 
 
 # The console's sections beside the dashboard, in menu order: (endpoint, label).
@@ -39,8 +39,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.config["INSTANCE_DIR"].mkdir(parents=True, exist_ok=True)
     app.instance_path = str(app.config["INSTANCE_DIR"])
 
-    if app.config["PROXY_FIX_X_FOR"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"], x_proto=1, x_host=1)
+    app.wsgi_app = trust_proxies(app.wsgi_app, app.config["PROXY_FIX_X_FOR"], app.config["TRUSTED_PROXIES"])
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"), render_as_batch=True)

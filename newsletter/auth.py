@@ -22,9 +22,16 @@ login_manager.login_message = "Please log in to see that page."
 
 
 @login_manager.user_loader
-def _load_operator(operator_id: str):
-    operator = db.session.get(Operator, int(operator_id)) if operator_id.isdigit() else None
-    return operator if operator is not None and operator.active else None
+def _load_operator(session_id: str):
+    # "id:version" (Operator.get_id): a cookie from before the last logout, password change or
+    # deactivation carries an old version and opens nothing, even if it was copied.
+    operator_id, _, version = session_id.partition(":")
+    if not (operator_id.isdigit() and version.isdigit()):
+        return None
+    operator = db.session.get(Operator, int(operator_id))
+    if operator is None or not operator.active or operator.session_version != int(version):
+        return None
+    return operator
 
 
 def requires(role: Role):

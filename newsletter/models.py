@@ -341,11 +341,16 @@ class Operator(UserMixin, db.Model):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # In every session cookie; raising it (logout, new password, deactivation) ends them all.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def is_active(self) -> bool:
         """Flask-Login's: a deactivated operator cannot log in, and their session ends."""
         return self.active
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_version}"
 
 
 class ApiToken(db.Model):
@@ -379,3 +384,12 @@ class AuditEvent(db.Model):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     operator: Mapped[Operator | None] = relationship()
+
+
+class UsedFormToken(db.Model):
+    """The nonce of a signup form token that was sent back once: a form signs up one address."""
+
+    __tablename__ = "used_form_token"
+
+    nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # the token is refused after it anyway

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from email.message import Message
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import quote, urljoin, urlsplit
 
 Resolver = Callable[..., list]  # socket.getaddrinfo's signature and answer

@@ -6,7 +6,7 @@ run, where the page that waits on it reads them. No web worker ever waits on a f
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Callable
+from collections.abc import Callable
 
 from ..extensions import db
 from ..models import FeedFetchRun, FetchRunStatus, Operator

@@ -123,6 +123,10 @@ def _start_optin(subscriber: Subscriber) -> None:
 
 
 def _confirmation_sent_recently(subscriber: Subscriber, now: datetime) -> bool:
+    # Parallel signups of one address decide one at a time: the row lock waits for the other's
+    # commit, and the query after it (a new snapshot) sees that one's email. NO KEY: the consent
+    # rows inserted above hold KEY SHARE locks on it. SQLite has one writer at a time already.
+    db.session.execute(select(Subscriber.id).where(Subscriber.id == subscriber.id).with_for_update(key_share=True))
     since = now - timedelta(seconds=current_app.config["CONFIRM_RESEND_SECONDS"])
     return db.session.scalar(
         select(OutboundEmail.id).where(

@@ -65,6 +65,8 @@ def login():
 @bp.post("/logout")
 @public
 def logout():
+    if current_user.is_authenticated:
+        operators.log_out(current_user, request.remote_addr, now())
     logout_user()
     return redirect(url_for("console.login"))
 

@@ -7,6 +7,8 @@ BASE_CSP = ("default-src 'self'; img-src 'self' data: https:; style-src 'self'; 
 # inherits this page's policy.
 INLINE_STYLE_ENDPOINTS = {"devmail.show"}
 EMBED_ENDPOINTS = {"public.embed", "public.embed_check_email"}
+# A year, subdomains too: once a browser saw it, it never speaks plain http to us (SSL stripping).
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 def register_security_headers(app):
@@ -23,6 +25,8 @@ def register_security_headers(app):
         response.headers.setdefault("Content-Security-Policy", f"{policy}; frame-ancestors {frame_ancestors}")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        if current_app.config["BASE_URL"].startswith("https://"):
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         if frame_ancestors == "'none'":
             response.headers.setdefault("X-Frame-Options", "DENY")  # for browsers without CSP level 2
         return response

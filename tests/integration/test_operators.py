@@ -3,12 +3,16 @@
 import re
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import select
 
+from newsletter.errors import InvalidInput
 from newsletter.extensions import db
 from newsletter.models import ApiToken, AuditEvent, Operator
 from newsletter.services import operators
 
+from tests.support.concurrency import run_at_once
+from tests.support.database import postgres_only
 from tests.support.forms import form_fields
 
 PASSWORD = "correct horse battery"
@@ -141,3 +145,146 @@ def test_every_state_changing_console_route_refuses_a_request_without_csrf_token
         assert response.status_code == 400, (rule.rule, response.status_code)
         assert "security token" in response.get_data(as_text=True), rule.rule
     assert client.get("/console/").status_code == 200  # still logged in: nothing was logged out
+
+
+# --- login timing and the failure counter --------------------------------------------------------
+
+
+class CountingHasher(PasswordHasher):
+    """The real argon2id hasher, keeping the hash of every verification it ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.checked: list[str] = []
+
+    def verify(self, hash, password):
+        self.checked.append(hash)
+        return super().verify(hash, password)
+
+
+@pytest.fixture
+def hasher(monkeypatch):
+    counting = CountingHasher()
+    monkeypatch.setattr(operators, "_hasher", counting)
+    return counting
+
+
+def password_hash(app, email):
+    with app.app_context():
+        return db.session.scalar(select(Operator.password_hash).where(Operator.email == email))
+
+
+def test_unknown_locked_and_wrong_logins_all_run_one_password_verification(app, admin, hasher, clock):
+    real = password_hash(app, admin)
+    with app.app_context():
+        for email in ("nobody@example.org", "not an address"):
+            with pytest.raises(operators.LoginRefused):
+                operators.authenticate(email, PASSWORD, None, clock())
+        assert len(hasher.checked) == 2 and real not in hasher.checked  # a dummy hash, same work
+        for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+            with pytest.raises(operators.LoginRefused):
+                operators.authenticate(admin, "wrong password!", None, clock())
+        assert hasher.checked[2:] == [real] * app.config["LOGIN_MAX_FAILURES"]
+        hasher.checked.clear()
+        with pytest.raises(operators.LoginRefused):
+            operators.authenticate(admin, PASSWORD, None, clock())  # locked: the right password changes nothing
+        assert len(hasher.checked) == 1 and hasher.checked != [real]
+
+
+@postgres_only
+def test_parallel_wrong_passwords_get_no_more_checks_than_the_limit(app, admin, hasher, clock):
+    attempts = 10
+    limit = app.config["LOGIN_MAX_FAILURES"]
+    real = password_hash(app, admin)
+
+    def wrong_password(index):
+        with app.app_context():
+            try:
+                operators.authenticate(admin, f"wrong password {index}", "198.51.100.1", clock())
+            except operators.LoginRefused:
+                return "refused"
+            return "logged in"
+
+    assert run_at_once(attempts, wrong_password) == ["refused"] * attempts
+    assert len(hasher.checked) == attempts  # every attempt did the same argon2 work
+    assert 1 <= hasher.checked.count(real) <= limit
+    with app.app_context():
+        operator = db.session.scalar(select(Operator))
+        assert operator.failed_logins == attempts and operator.locked_until > clock()
+        actions = list(db.session.scalars(select(AuditEvent.action)))
+    assert actions.count("login.failed") == hasher.checked.count(real)
+    assert actions.count("login.locked") == attempts - hasher.checked.count(real)
+
+
+def test_a_success_before_the_limit_starts_the_count_again(app, client, admin):
+    limit = app.config["LOGIN_MAX_FAILURES"]
+    for _ in range(limit - 1):
+        log_in(client, admin, "wrong password!")
+    assert log_in(client, admin).status_code == 302
+    with app.app_context():
+        assert db.session.scalar(select(Operator.failed_logins)) == 0
+    for _ in range(limit - 1):
+        log_in(client, admin, "wrong password!")
+    assert log_in(app.test_client(), admin).status_code == 302  # not locked: the count started again
+
+
+# --- sessions end with logout, a new password, deactivation --------------------------------------
+
+
+def csrf_token(client, path="/console/"):
+    return form_fields(client.get(path).get_data(as_text=True))["csrf_token"]
+
+
+def copied_session(app, client):
+    """A second browser holding a copy of client's session cookie."""
+    thief = app.test_client()
+    thief.set_cookie("session", client.get_cookie("session").value)
+    return thief
+
+
+def test_a_cookie_copied_before_logout_opens_nothing_after_it(app, client, admin):
+    log_in(client, admin)
+    thief = copied_session(app, client)
+    assert thief.get("/console/").status_code == 200  # the copy works while the session lives
+    assert client.post("/console/logout", data={"csrf_token": csrf_token(client)}).status_code == 302
+    refused = thief.get("/console/")
+    assert refused.status_code == 302 and refused.headers["Location"].startswith("/console/login")
+    assert log_in(client, admin).status_code == 302 and client.get("/console/").status_code == 200
+    assert thief.get("/console/").status_code == 302
+    with app.app_context():
+        assert "logout" in list(db.session.scalars(select(AuditEvent.action)))
+
+
+def test_a_new_password_ends_every_session(app, client, admin, clock):
+    log_in(client, admin)
+    with app.app_context():
+        operator = db.session.scalar(select(Operator))
+        operators.change_password(operator, "a brand new password", clock())
+    assert client.get("/console/").status_code == 302
+    assert log_in(client, admin).status_code == 200  # the old password is gone
+    assert log_in(client, admin, "a brand new password").status_code == 302
+    with app.app_context(), pytest.raises(InvalidInput):
+        operators.change_password(db.session.scalar(select(Operator)), "short", clock())
+
+
+def test_deactivation_ends_the_sessions_of_that_operator(app, client, admin, clock):
+    with app.app_context():
+        operators.create_operator("editor@example.org", "editor", PASSWORD, clock())
+    editor = app.test_client()
+    log_in(editor, "editor@example.org")
+    assert editor.get("/console/").status_code == 200
+    log_in(client, admin)
+    with app.app_context():
+        editor_id = db.session.scalar(select(Operator.id).where(Operator.email == "editor@example.org"))
+    client.post(f"/console/operators/{editor_id}/deactivate",
+                data={"csrf_token": csrf_token(client, "/console/operators")})
+    assert editor.get("/console/").status_code == 302
+    with app.app_context():
+        assert db.session.get(Operator, editor_id).session_version == 1
+
+
+def test_a_session_without_a_version_opens_nothing(app, client, admin):
+    log_in(client, admin)
+    with client.session_transaction() as session:
+        session["_user_id"] = session["_user_id"].partition(":")[0]  # a cookie from before versions
+    assert client.get("/console/").status_code == 302

@@ -31,3 +31,13 @@ def test_session_cookie_is_httponly_samesite_and_secure_with_https(app, client):
     client.get("/subscribe")
     cookie = client.get_cookie("session")
     assert cookie is not None and cookie.http_only and cookie.secure and cookie.same_site == "Lax"
+
+
+@pytest.mark.parametrize("path", PAGES + ["/embed", "/api/v1/openapi.json"])
+def test_https_sites_ask_browsers_to_use_https_only(client, path):
+    assert client.get(path).headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+def test_plain_http_sites_send_no_hsts(app, client):
+    app.config["BASE_URL"] = "http://127.0.0.1:5000"
+    assert "Strict-Transport-Security" not in client.get("/subscribe").headers

@@ -4,8 +4,10 @@ import pytest
 from sqlalchemy import func, select
 
 from newsletter.extensions import db
-from newsletter.models import ConsentEvent, OutboundEmail, Subscriber, SubscriberStatus
+from newsletter.models import ConsentEvent, OutboundEmail, Subscriber, SubscriberStatus, UsedFormToken
 from newsletter.services.terms import publish_terms, text_sha256
+
+from tests.support.forms import form_fields
 
 
 def counts(app):
@@ -333,3 +335,47 @@ def test_embed_form_works_without_session_cookie_and_may_be_framed(app, client, 
     assert response.status_code == 303
     assert response.headers["Location"].endswith("/embed/check-your-email")
     assert counts(app) == (1, 1, 1)
+
+
+def test_a_served_form_signs_up_one_address_only(app, visitor):
+    fields = visitor.load()
+    visitor.clock.advance(seconds=5)
+    first = visitor.client.post("/subscribe", data={**fields, "email": "one@example.com", "consent": "yes"})
+    assert first.status_code == 303
+    for email in ("two@example.com", "one@example.com"):
+        again = visitor.client.post("/subscribe", data={**fields, "email": email, "consent": "yes"})
+        assert again.status_code == 400
+        assert "This form has expired or was altered" in again.get_data(as_text=True)  # as for a stale form
+    assert counts(app) == (1, 1, 1)
+
+
+def test_a_refused_form_comes_back_with_a_fresh_token_that_works(app, visitor):
+    fields = visitor.load()
+    visitor.clock.advance(seconds=5)
+    refused = visitor.client.post("/subscribe", data={**fields, "email": "late@example.com"})  # no consent
+    assert refused.status_code == 400 and "tick the box" in refused.get_data(as_text=True)
+    fresh = form_fields(refused.get_data(as_text=True))
+    assert fresh["form_token"] != fields["form_token"]
+    visitor.clock.advance(seconds=5)  # the visitor ticks the box and sends it again
+    corrected = visitor.client.post("/subscribe", data={**fresh, "email": "late@example.com", "consent": "yes"})
+    assert corrected.status_code == 303
+    assert counts(app) == (1, 1, 1)
+    stale = visitor.client.post("/subscribe", data={**fields, "email": "late@example.com", "consent": "yes"})
+    assert stale.status_code == 400 and counts(app) == (1, 1, 1)
+
+
+def test_the_embed_form_token_is_single_use_too(app, client, clock):
+    fields = form_fields(client.get("/embed").get_data(as_text=True))
+    clock.advance(seconds=5)
+    assert client.post("/embed", data={**fields, "email": "a@example.com", "consent": "on"}).status_code == 303
+    again = client.post("/embed", data={**fields, "email": "b@example.com", "consent": "on"})
+    assert again.status_code == 400 and "expired" in again.get_data(as_text=True)
+    assert counts(app) == (1, 1, 1)
+
+
+def test_spent_form_tokens_are_forgotten_once_they_would_be_refused_anyway(app, visitor, clock):
+    visitor.sign_up("first@example.com")
+    clock.advance(seconds=app.config["SIGNUP_FORM_MAX_AGE"] + 10)
+    visitor.sign_up("second@example.com")
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(UsedFormToken)) == 1

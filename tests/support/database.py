@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
+import pytest
 from sqlalchemy import text
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -42,3 +43,8 @@ def base_config(tmp_path, smtp_url: str, database_url: str, clock=None) -> dict:
     if clock is not None:
         config["CLOCK"] = clock
     return config
+
+
+# A test that needs PostgreSQL's concurrency: its `database_url` (and so `app`) on PostgreSQL only.
+postgres_only = pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)],
+                                        indirect=True)
