@@ -24,6 +24,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
 
+# Ids are INTEGER columns: a larger number names no row (and SQLite cannot bind past 2**63).
+MAX_ID = 2**31 - 1
+
 
 class UTCDateTime(TypeDecorator):
     """Aware UTC datetimes in and out, on SQLite (which forgets the zone) as on PostgreSQL."""

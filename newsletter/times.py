@@ -22,11 +22,11 @@ def parse_iso(raw: str, zone: tzinfo = UTC) -> datetime:
     Raises ValueError for anything else."""
     try:
         value = datetime.fromisoformat(raw.strip())
-    except OverflowError:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=zone)
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before the first UTC moment
         raise ValueError(f"out of range: {raw!r}") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)
-    return value.astimezone(UTC)
 
 
 def find_zone(name: str) -> ZoneInfo:

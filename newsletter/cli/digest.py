@@ -2,9 +2,8 @@
 cancel and watch their delivery."""
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 from flask import current_app
@@ -13,6 +12,7 @@ from flask.cli import AppGroup
 from ..clock import now
 from ..errors import InvalidInput, PermanentMailError, TransientMailError
 from ..services import delivery, digests
+from ..times import UnknownTimeZone, find_zone, parse_iso
 
 digest_cli = AppGroup("digest", help="Digests: create, preview, test-send.")
 
@@ -81,16 +81,14 @@ def digest_test_send(digest_id, address):
 def parse_when(text: str, zone_name: str) -> datetime:
     """An ISO 8601 date or date-time as aware UTC; without an offset it is in `zone_name`."""
     try:
-        when = datetime.fromisoformat(text.strip())
+        zone = find_zone(zone_name)
+    except UnknownTimeZone:
+        raise click.ClickException(f"DIGEST_TIMEZONE {zone_name!r} is not a time zone.") from None
+    try:
+        return parse_iso(text, zone)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not an ISO 8601 date or date-time (e.g. 2026-11-01 or "
                                  "2026-11-01T08:00:00Z).", param_hint="--since") from None
-    if when.tzinfo is None:
-        try:
-            when = when.replace(tzinfo=ZoneInfo(zone_name))
-        except (ZoneInfoNotFoundError, ValueError):
-            raise click.ClickException(f"DIGEST_TIMEZONE {zone_name!r} is not a time zone.") from None
-    return when.astimezone(timezone.utc)
 
 
 # --- delivery ------------------------------------------------------------------------------------

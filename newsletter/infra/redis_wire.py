@@ -1,7 +1,7 @@
 """A lean Redis client for the sent journal's hot path: one command, one reply, over one socket.
 
-About 30 us per command against redis-py's ~80 (pool, callbacks, pure-Python parsing), paid once
-per email (docs/ARCHITECTURE.md, "Delivery"). Plain `redis://` URLs only (host, port, database,
+Paid once per email, so it skips redis-py's pool and callbacks (the figures: docs/ARCHITECTURE.md,
+"Delivery"). Plain `redis://` URLs only (host, port, database,
 password); callers leave anything else (`rediss://`, sockets) to redis-py.
 """
 

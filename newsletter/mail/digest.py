@@ -21,7 +21,6 @@ from datetime import datetime
 from email.utils import format_datetime
 from html import unescape
 from urllib.parse import urljoin, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import css_inline
 from flask import current_app, render_template
@@ -46,6 +45,8 @@ from .compose import (
     sender_domain,
 )
 from .dkim import BodyHashTemplate, DkimSigner, canonical_headers, relaxed_header
+from ..text import truncate
+from ..times import zone_or_utc
 
 TEST_SUBJECT_PREFIX = "[TEST] "
 SAMPLE_READER = (0, "reader@example.com", "Sample Reader")  # previews: id 0 is nobody's
@@ -82,7 +83,7 @@ class ArticleView:
 def digest_context(digest: Digest, now: datetime, subject: str) -> dict:
     """Everything both templates show that is the same for every reader."""
     config = current_app.config
-    zone = _zone(config["DIGEST_TIMEZONE"])
+    zone = zone_or_utc(config["DIGEST_TIMEZONE"])
     base = config["BASE_URL"] + "/"
     # An article hidden since the digest was composed (a takedown) is left out from then on.
     articles = [_article_view(article, base, zone) for article in digest.articles if not article.hidden]
@@ -94,7 +95,7 @@ def digest_context(digest: Digest, now: datetime, subject: str) -> dict:
         "issue_label": f"{len(articles)} new article{'s' if len(articles) != 1 else ''} · {_date_label(now, zone)}",
         "intro_paragraphs": [" ".join(p.split()) for p in re.split(r"\n\s*\n", intro) if p.strip()],
         "articles": articles,
-        "preheader": _truncate(" · ".join(a.title for a in articles), 150),
+        "preheader": truncate(" · ".join(a.title for a in articles), 150),
         "postal_lines": [line.strip() for line in config["MAIL_POSTAL_ADDRESS"].splitlines() if line.strip()],
     }
 
@@ -134,20 +135,9 @@ def _safe_url(url: str) -> str | None:
     return url if urlsplit(url).scheme.lower() in _SAFE_SCHEMES else None
 
 
-def _zone(name: str):
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def _date_label(when: datetime, zone) -> str:
     local = when.astimezone(zone)
     return f"{local.day} {local:%B %Y}"
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def one_line(value: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from collections.abc import Callable
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
@@ -22,6 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import InvalidInput
 from ..extensions import db
 from ..models import Article
+from ..text import truncate
+from ..times import parse_iso
 
 MAX_URL = 2048
 MAX_KEY = 2048
@@ -112,9 +114,7 @@ def plain_text(raw: str, max_length: int) -> str:
     """Text for a title or a name: no tags, entities decoded, one line, at most max_length."""
     text = html.unescape(nh3.clean(raw, tags=set()))
     text = " ".join(_CONTROL.sub(" ", text).split())
-    if len(text) > max_length:
-        text = text[: max_length - 1].rstrip() + "…"
-    return text
+    return truncate(text, max_length)
 
 
 def sanitize_summary(raw: str, base_url: str | None = None) -> str:
@@ -229,12 +229,9 @@ def _iso_datetime(raw: str | None) -> datetime | None:
     if raw is None or not raw.strip():
         return None
     try:
-        value = datetime.fromisoformat(raw.strip())
+        return parse_iso(raw)
     except ValueError:
         raise InvalidInput("published_at", f"published_at is not an ISO 8601 date-time: {shorten(raw)!r}") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 def parse_json(payload) -> Parsed:
@@ -318,4 +315,4 @@ def _existing_by_key(keys: list[str]) -> dict[str, Article]:
 
 
 def shorten(value: str, length: int = 80) -> str:
-    return value if len(value) <= length else value[: length - 1] + "…"
+    return truncate(value, length)

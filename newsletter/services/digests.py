@@ -15,6 +15,7 @@ from ..mail.digest import SAMPLE_READER, one_line, render_digest
 from ..models import DIGEST_SENT_STATES, Article, Digest, DigestArticle, DigestStatus, Subscriber
 from ..validation import normalize_email, reject_control_characters
 from . import delivery, operators
+from ..text import truncate
 
 # A digest carries at most this many articles, the newest; the others wait for the next one.
 # Past about 100 kB of HTML Gmail clips a message, and the unsubscribe footer with it.
@@ -78,8 +79,7 @@ def default_subject(articles: list[Article]) -> str:
     title = one_line(articles[0].title) or "new articles"
     more = f" and {len(articles) - 1} more" if len(articles) > 1 else ""
     room = MAX_SUBJECT_LENGTH - len(site) - len(": ") - len(more)
-    if len(title) > room:
-        title = title[: max(room - 1, 0)].rstrip() + "…"
+    title = truncate(title, room)
     return f"{site}: {title}{more}"[:MAX_SUBJECT_LENGTH]
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from ..extensions import db
 from ..models import Operator, Subscriber
 from . import operators
+from ..times import iso_z
 
 EXPORT_BATCH = 1000  # rows per fetch from the database and per chunk of the file
 EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at")
@@ -42,8 +43,8 @@ def _csv_chunks(engine: Engine) -> Iterator[str]:
         result = connection.execution_options(yield_per=EXPORT_BATCH).execute(query)
         for batch in result.partitions():
             for row in batch:
-                writer.writerow((row.email, _cell(row.name), row.status.value, _iso(row.created_at),
-                                 _iso(row.confirmed_at), _iso(row.unsubscribed_at)))
+                writer.writerow((row.email, _cell(row.name), row.status.value, (iso_z(row.created_at) or ""),
+                                 (iso_z(row.confirmed_at) or ""), (iso_z(row.unsubscribed_at) or "")))
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
@@ -56,6 +57,3 @@ def _cell(text: str | None) -> str:
         return ""
     return "'" + text if text.startswith(FORMULA_START) else text
 
-
-def _iso(value: datetime | None) -> str:
-    return value.isoformat().replace("+00:00", "Z") if value else ""

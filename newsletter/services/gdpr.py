@@ -18,6 +18,7 @@ from ..errors import InvalidInput
 from ..extensions import db
 from ..models import AuditEvent, ConsentEvent, Delivery, Digest, OutboundEmail, Subscriber, Suppression
 from . import operators, subscriptions, suppression
+from ..times import iso_z
 
 ERASED_REASON = "erased"
 
@@ -50,20 +51,20 @@ def export_person(subscriber_id: int) -> dict:
         "consent_events": record["events"],
         "deliveries": [
             {"digest_id": row.digest_id, "subject": row.subject, "status": row.status.value,
-             "attempts": row.attempts, "sent_at": _iso(row.sent_at), "last_error": row.last_error}
+             "attempts": row.attempts, "sent_at": iso_z(row.sent_at), "last_error": row.last_error}
             for row in deliveries
         ],
         # The subject only: the body is the confirmation text every subscriber gets, plus link tokens.
         "outbound_emails": [
             {"kind": email.kind, "subject": _subject(email.message), "recipient": email.recipient,
-             "status": email.status.value, "attempts": email.attempts, "created_at": _iso(email.created_at),
-             "sent_at": _iso(email.sent_at), "last_error": email.last_error}
+             "status": email.status.value, "attempts": email.attempts, "created_at": iso_z(email.created_at),
+             "sent_at": iso_z(email.sent_at), "last_error": email.last_error}
             for email in outbound
         ],
         "suppression": {
             "suppressed": suppressed is not None,
             "reason": suppressed.reason if suppressed else None,
-            "since": _iso(suppressed.created_at) if suppressed else None,
+            "since": iso_z(suppressed.created_at) if suppressed else None,
         },
     }
 
@@ -123,6 +124,3 @@ def _subject(message: str) -> str | None:
     subject = HeaderParser(policy=default_policy).parsestr(message, headersonly=True).get("Subject")
     return str(subject) if subject is not None else None
 
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadCronError, croniter
 from flask import current_app
@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import InvalidInput
 from ..extensions import db
 from ..models import ScheduleState
+from ..times import UnknownTimeZone, find_zone
 
 SCHEDULE_NAME = "digest"
 
@@ -33,8 +34,8 @@ class TickResult:
 
 def parse_schedule(expression: str, timezone: str) -> tuple[str, ZoneInfo]:
     try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+        zone = find_zone(timezone)
+    except UnknownTimeZone:
         raise InvalidInput("DIGEST_TIMEZONE", f"Unknown time zone {timezone!r} (use e.g. Europe/Paris).") from None
     if not croniter.is_valid(expression):
         raise InvalidInput("DIGEST_SCHEDULE", f"Not a cron expression: {expression!r} (e.g. '0 7 * * *').")

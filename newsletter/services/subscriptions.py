@@ -32,6 +32,7 @@ from ..queue import SEND_OUTBOUND, enqueue
 from ..urls import absolute_url
 from ..validation import clean_name, consent_given, normalize_email, raw_consent_value
 from . import suppression
+from ..times import iso_z
 
 CONSENT_REQUIRED = "Please tick the box to agree to the terms: we can only send the newsletter with your consent."
 
@@ -230,9 +231,9 @@ def consent_record(email: str) -> dict:
         "email": subscriber.email,
         "name": subscriber.name,
         "status": subscriber.status.value,
-        "created_at": _iso(subscriber.created_at),
-        "confirmed_at": _iso(subscriber.confirmed_at),
-        "unsubscribed_at": _iso(subscriber.unsubscribed_at),
+        "created_at": iso_z(subscriber.created_at),
+        "confirmed_at": iso_z(subscriber.confirmed_at),
+        "unsubscribed_at": iso_z(subscriber.unsubscribed_at),
         "events": [event_record(event) for event in subscriber.events],
     }
 
@@ -241,7 +242,7 @@ def event_record(event: ConsentEvent) -> dict:
     """One consent event as data: what, when, from where, and the exact terms agreed to."""
     return {
         "kind": event.kind.value,
-        "at": _iso(event.occurred_at),
+        "at": iso_z(event.occurred_at),
         "ip": event.ip,
         "user_agent": event.user_agent,
         "source": event.source,
@@ -250,6 +251,3 @@ def event_record(event: ConsentEvent) -> dict:
         "checkbox_value": event.checkbox_value,
     }
 
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None

@@ -15,13 +15,12 @@ from sqlalchemy import func, select
 from ..auth import requires
 from ..clock import now
 from ..extensions import db
-from ..models import Article, FeedFetchRun, Role
+from ..models import MAX_ID, Article, FeedFetchRun, Role
 from ..services import fetch_runs, operators
 
 bp = Blueprint("console_articles", __name__, url_prefix="/console/articles")
 
 PAGE_SIZE = 50
-MAX_ID = 2**31 - 1
 REFRESH_SECONDS = 2  # how often the page of a run still fetching reloads itself (meta refresh: no script)
 _SORT_TIME = func.coalesce(Article.published_at, Article.created_at)  # as digests: published, else added
 

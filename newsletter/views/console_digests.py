@@ -11,7 +11,6 @@ scheduled digests, progress figures) are services: services/digests and services
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import (Blueprint, abort, current_app, flash, jsonify, make_response, redirect, render_template, request,
                    url_for)
@@ -25,6 +24,7 @@ from ..errors import InvalidInput, PermanentMailError, TransientMailError
 from ..extensions import db
 from ..models import Article, Digest, Role
 from ..services import delivery, digests, operators
+from ..times import UnknownTimeZone, find_zone, zone_or_utc
 
 bp = Blueprint("console_digests", __name__, url_prefix="/console/digests")
 
@@ -39,8 +39,8 @@ PREVIEW_CSP = "default-src 'none'; img-src https: http: data:; style-src 'unsafe
 def local_time(value: str, zone_name: str) -> datetime:
     """A datetime-local value ("2026-11-03T08:00") read in the IANA zone `zone_name`, as aware UTC."""
     try:
-        zone = ZoneInfo(zone_name.strip())
-    except (ZoneInfoNotFoundError, ValueError):
+        zone = find_zone(zone_name)
+    except UnknownTimeZone:
         raise InvalidInput("timezone", f"Unknown time zone {zone_name!r}: use an IANA name such as "
                                        "Europe/Paris or UTC.") from None
     try:
@@ -225,7 +225,7 @@ def schedule_send(digest_id):
         flash(error.message, "error")
         return redirect(url_for("console_digests.show", digest_id=digest_id))
     _audit("digest.schedule", digest_id, {"scheduled_for": when.isoformat(), "timezone": zone_name}, clock)
-    local = when.astimezone(ZoneInfo(zone_name))
+    local = when.astimezone(find_zone(zone_name))
     flash(f"Digest {digest_id} will go out at {local:%Y-%m-%d %H:%M} {zone_name} ({when:%Y-%m-%d %H:%M} UTC).",
           "notice")
     return redirect(url_for("console_digests.show", digest_id=digest_id))
@@ -278,4 +278,4 @@ def _in_site_zone(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     zone = current_app.config["DIGEST_TIMEZONE"]
-    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone}"
+    return f"{moment.astimezone(zone_or_utc(zone)):%Y-%m-%d %H:%M} {zone}"

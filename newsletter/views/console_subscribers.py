@@ -9,7 +9,6 @@ export is an audited disclosure, which a link, a prefetch or another site's <img
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -19,15 +18,15 @@ from ..auth import requires
 from ..clock import now
 from ..errors import InvalidInput
 from ..extensions import db
-from ..models import Delivery, OutboundEmail, Role, Subscriber, SubscriberStatus
+from ..models import MAX_ID, Delivery, OutboundEmail, Role, Subscriber, SubscriberStatus
 from ..services import exporter, gdpr, importer, operators, subscriptions
 from ..validation import consent_given
+from ..times import iso_z
 
 bp = Blueprint("console_subscribers", __name__, url_prefix="/console/subscribers")
 
 PAGE_SIZE = 50
 MAX_SEARCH = 254
-MAX_ID = 2**31 - 1  # beyond an INTEGER column: no such row, and no overflow in the driver
 SHOWN_BAD_ROWS = 500
 
 
@@ -166,9 +165,6 @@ def export_csv():
     return response
 
 
-def _iso(value: datetime | None) -> str:
-    return value.isoformat().replace("+00:00", "Z") if value else ""
-
 
 # --- GDPR ----------------------------------------------------------------------------------------
 
@@ -179,7 +175,7 @@ def gdpr_export(subscriber_id):
     _subscriber_or_404(subscriber_id)
     data = gdpr.export_person(subscriber_id)
     clock = now()
-    data["exported_at"] = _iso(clock)
+    data["exported_at"] = (iso_z(clock) or "")
     operators.audit(current_user, "subscribers.gdpr_export", f"subscriber:{subscriber_id}", None,
                     request.remote_addr, clock)
     db.session.commit()

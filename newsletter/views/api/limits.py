@@ -4,6 +4,7 @@ Some are the domain's own (the longest email, name or subject, the articles a di
 they are named here so that the document imports nothing else to state them.
 """
 
+from ...models import MAX_ID
 from ...services.digests import MAX_ARTICLES as MAX_DIGEST_ARTICLES
 from ...services.digests import MAX_SUBJECT_LENGTH
 from ...validation import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH
@@ -11,7 +12,6 @@ from ...validation import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH
 __all__ = ["MAX_DIGEST_ARTICLES", "MAX_SUBJECT_LENGTH", "MAX_EMAIL_LENGTH", "MAX_NAME_LENGTH", "MAX_ID",
            "DEFAULT_PAGE", "MAX_PAGE", "MAX_CONSENT_SOURCE", "MAX_ARTICLES", "MAX_BODY_BYTES"]
 
-MAX_ID = 2**31 - 1  # ids are INTEGER columns; a larger one names nothing (and SQLite cannot bind past 2**63)
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
 MAX_CONSENT_SOURCE = 200

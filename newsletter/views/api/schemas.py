@@ -8,7 +8,7 @@ its own type and limits, so a person gets the same message from the API as from 
 first field at fault is the one named, so fields are declared in the order they are checked.
 """
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Literal, get_type_hints
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -20,6 +20,7 @@ from ...models import ConsentKind, DigestStatus, SubscriberStatus
 from ...services import bot_traps, digests, subscriptions
 from ...validation import clean_name, consent_given, normalize_email, reject_control_characters
 from .limits import MAX_CONSENT_SOURCE, MAX_EMAIL_LENGTH, MAX_ID, MAX_NAME_LENGTH, MAX_SUBJECT_LENGTH
+from ...times import parse_iso
 
 OPERATOR_CONSENT_REQUIRED = ("consent must be true: the person's own yes to receiving the newsletter "
                              "(the raw value is recorded). Nothing was stored.")
@@ -81,11 +82,8 @@ def _utc_time(field: str):
         if not isinstance(raw, str):
             raise InvalidInput(field, f"{field} must be an ISO 8601 date-time string.")
         try:
-            value = datetime.fromisoformat(raw.strip())
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=timezone.utc)
-            return value.astimezone(timezone.utc)
-        except (ValueError, OverflowError):
+            return parse_iso(raw)
+        except ValueError:
             raise InvalidInput(field, f"{field} is not an ISO 8601 date-time: {raw[:60]!r}.") from None
 
     return parse
