@@ -10,9 +10,9 @@ from alembic import context
 config = context.config
 
 # Alembic's own logging only when nothing set it up: under `flask --app wsgi db ...` the entry
-# point did (LOG_FORMAT), and fileConfig would replace that and silence the loggers already made.
+# point did (LOG_FORMAT); and never silence the app's loggers, which exist already.
 if not logging.getLogger().handlers:
-    fileConfig(config.config_file_name)
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 
