@@ -23,9 +23,10 @@ from newsletter.clock import utcnow
 from newsletter.extensions import db
 from newsletter.models import OutboundEmail, OutboundStatus
 from newsletter.services import outbox, subscriptions
+from tests.support.database import DOWN_BROKER
 from tests.support.forms import form_fields
 
-from .harness import BASE_URL, DOWN_BROKER, MAIL_TIMEOUT, wait_until
+from .harness import BASE_URL, MAIL_TIMEOUT, wait_until
 
 pytestmark = pytest.mark.worker
 
