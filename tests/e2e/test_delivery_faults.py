@@ -157,6 +157,7 @@ def test_digest_send_wait_shows_progress_until_done(harness, smtp):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "sent 40 / deferred 0 / failed 0 of 40" in result.stdout
+    assert "ETA 0 s  (done)" in result.stdout  # the console's figures: one rate and ETA for both
     assert json.loads(result.stdout.strip().splitlines()[-1])["status"] == "done"
     run.assert_each_exactly_once()
     with run.app.app_context():
