@@ -16,28 +16,17 @@ from sqlalchemy import func, select
 from newsletter.extensions import db
 from newsletter.models import Article, AuditEvent, FeedFetchRun, FetchRunStatus
 from newsletter.queue import BULK_QUEUE, FETCH_FEEDS_NOW
-from newsletter.services import digests, fetch_runs, operators
+from newsletter.services import digests, fetch_runs
+from tests.support.console import ConsoleForms, create_operators, flashes, logged_in
 from tests.support.feed_server import FeedHost
-from tests.support.forms import OPERATOR_PASSWORD, form_fields, log_in
 
-PASSWORD = OPERATOR_PASSWORD
 BROKER_DB = 2  # a database of the run's own redis-server no other test uses
 
 
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def csrf(client) -> str:
-    return form_fields(client.get("/console/articles/").get_data(as_text=True))["csrf_token"]
-
-
-def post(client, path, data=None, **kwargs):
-    return client.post(path, data={"csrf_token": csrf(client), **(data or {})}, **kwargs)
-
-
-def flashes(response) -> list[str]:
-    return [unescape(re.sub(r"\s+", " ", m)) for m in re.findall(r'<p class="flash [^"]*" role="status">(.*?)</p>',
-                                                        response.get_data(as_text=True), re.S)]
+post = ConsoleForms("/console/articles/").post
 
 
 def listed_titles(response) -> list[str]:
@@ -63,22 +52,17 @@ def audit_actions() -> list[tuple[str, str | None]]:
 @pytest.fixture
 def people(app, clock):
     with app.app_context():
-        for role in ("viewer", "editor"):
-            operators.create_operator(f"{role}@example.org", role, PASSWORD, clock())
+        create_operators(clock, ("viewer", "editor"))
 
 
 @pytest.fixture
 def editor(app, people):
-    client = app.test_client()
-    log_in(client, "editor@example.org")
-    return client
+    return logged_in(app, "editor")
 
 
 @pytest.fixture
 def viewer(app, people):
-    client = app.test_client()
-    log_in(client, "viewer@example.org")
-    return client
+    return logged_in(app, "viewer")
 
 
 @pytest.fixture(scope="module")
