@@ -18,7 +18,6 @@ from newsletter.models import Article, AuditEvent, FeedFetchRun, FetchRunStatus
 from newsletter.queue import BULK_QUEUE, FETCH_FEEDS_NOW
 from newsletter.services import digests, fetch_runs
 from tests.support.console import ConsoleForms, create_operators, flashes, logged_in
-from tests.support.feed_server import FeedHost
 
 BROKER_DB = 2  # a database of the run's own redis-server no other test uses
 
@@ -65,13 +64,6 @@ def viewer(app, people):
     return logged_in(app, "viewer")
 
 
-@pytest.fixture(scope="module")
-def feed_server():
-    host = FeedHost().start()
-    yield host
-    host.stop()
-
-
 class Broker:
     """A Redis of the test run's own as the broker: what the web enqueued stays there, unread."""
 
@@ -95,14 +87,6 @@ def broker(app, redis_server):
 
 def fetch_status(response) -> str:
     return re.search(r'id="fetch-status" data-status="([a-z_]+)"', response.get_data(as_text=True)).group(1)
-
-
-@pytest.fixture
-def feed_host(feed_server, app):
-    app.config["FEED_ALLOW_PRIVATE"] = True  # the host is on loopback, an intranet feed
-    feed_server.reset()
-    yield feed_server
-    feed_server.reset()
 
 
 # --- the list --------------------------------------------------------------------------------------
