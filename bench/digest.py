@@ -60,7 +60,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 
-from bench.redis_server import OwnRedis  # noqa: E402
+from bench.redis_server import own_redis  # noqa: E402
 from bench.render import NAMES, add_articles  # noqa: E402
 from bench.signing import BenchKey  # noqa: E402
 from bench.sink import Sink  # noqa: E402
@@ -282,15 +282,15 @@ class Bench:
         stack.callback(self.sink.stop)
         self.settings = dict(item.split("=", 1) for item in args.set)
         self.message: bytes | None = None
-        self.redis = None if args.broker else OwnRedis(self.tmp / "redis")
+        self.redis = None if args.broker else own_redis(self.tmp / "redis")
         if self.redis:
             stack.callback(self.redis.stop)
-        self.broker = args.broker or self.redis.url
+        self.broker = args.broker or self.redis.url()
 
     def flush_broker(self) -> None:
         """Empty the bench's own Redis between runs; a broker given with --broker is never flushed."""
         if self.redis:
-            self.redis.flush()
+            self.redis.flushall()
 
     def redis_pid(self) -> int | None:
         return self.redis.pid if self.redis else _redis_pid()

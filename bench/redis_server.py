@@ -1,5 +1,6 @@
-"""A throw-away redis-server for a benchmark: its own process on a free loopback port, with no
-persistence, in a temporary directory. The bench may flush it at will; nobody else's data is in it."""
+"""A throw-away redis-server: its own process on a free loopback port, in a directory of its own, with
+no persistence unless append-only is asked for. Benchmarks and the tests start theirs with it (tests may
+import bench, bench never imports tests), so nobody's run reads, writes or flushes the machine's Redis."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+
+import redis
 
 START_TIMEOUT = 20
 
@@ -18,52 +21,52 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-class OwnRedis:
-    def __init__(self, directory: Path):
-        if shutil.which("redis-server") is None:
-            raise SystemExit("redis-server is not installed (apt-get install redis-server), or give --broker URL")
+class RedisServer:
+    def __init__(self, directory: Path, appendonly: bool = False):
         self.directory = directory
+        self.appendonly = appendonly
         self.host = "127.0.0.1"
         self.port = _free_port(self.host)
-        self.url = f"redis://{self.host}:{self.port}/0"
-        directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            ["redis-server", "--bind", self.host, "--port", str(self.port), "--dir", str(directory),
-             "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(directory / "redis.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        self._wait_until_it_answers()
+        self.process: subprocess.Popen | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    def _client(self):
-        import redis
+    def url(self, db: int = 0) -> str:
+        return f"redis://{self.host}:{self.port}/{db}"
 
-        return redis.Redis(host=self.host, port=self.port)
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(host=self.host, port=self.port, db=db)
 
-    def _wait_until_it_answers(self) -> None:
-        import redis
-
+    def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        argv = ["redis-server", "--bind", self.host, "--port", str(self.port), "--dir", str(self.directory),
+                "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "redis.log")]
+        if self.appendonly:
+            argv += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            argv += ["--appendonly", "no"]
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}: {self.log()}")
             try:
-                with self._client() as client:
+                with self.client() as client:
                     if client.ping():
-                        return
+                        return self
             except redis.ConnectionError:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"redis-server did not answer within {START_TIMEOUT} s: {self.log()}")
+                raise RuntimeError(f"redis-server did not answer within {START_TIMEOUT}s: {self.log()}")
             time.sleep(0.05)
-
-    def flush(self) -> None:
-        """Empty it between runs: queues, sent journals and rate buckets of the run before."""
-        with self._client() as client:
-            client.flushall()
 
     def log(self) -> str:
         try:
@@ -71,8 +74,13 @@ class OwnRedis:
         except OSError:
             return "(no log)"
 
+    def flushall(self) -> None:
+        """Empty it: queues, sent journals and rate buckets of the run before."""
+        with self.client() as client:
+            client.flushall()
+
     def stop(self) -> None:
-        if self.process.poll() is not None:
+        if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
         try:
@@ -80,3 +88,20 @@ class OwnRedis:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: an empty server unless append-only is on."""
+        self.stop()
+        port = self.port
+        self.start_on(port)
+
+    def start_on(self, port: int) -> None:
+        self.port = port
+        self.start()
+
+
+def own_redis(directory: Path) -> RedisServer:
+    """The bench's broker when no --broker is given: started, or the run stops saying what to install."""
+    if not RedisServer.available():
+        raise SystemExit("redis-server is not installed (apt-get install redis-server), or give --broker URL")
+    return RedisServer(directory).start()

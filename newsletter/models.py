@@ -169,7 +169,19 @@ def _ledger_is_append_only(mapper, connection, target):
     raise RuntimeError("consent events are append-only; record a new event instead")
 
 
-class OutboundEmail(db.Model):
+class LeasedSend:
+    """The columns of a row that workers lease, send, and retry or mark sent: the outbox's and a delivery's.
+
+    A mixin's columns follow the model's own, so these stay the last columns of both tables."""
+
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class OutboundEmail(LeasedSend, db.Model):
     """A transactional email (confirmation), written in the transaction that decided to send it.
 
     The queue only wakes a worker; this row is the truth. A worker leases the row, sends, and marks
@@ -187,11 +199,6 @@ class OutboundEmail(db.Model):
     status: Mapped[OutboundStatus] = mapped_column(_enum(OutboundStatus))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(String(500))
 
 
 class Article(db.Model):
@@ -294,7 +301,7 @@ class ScheduleState(db.Model):
     last_slot: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class Delivery(db.Model):
+class Delivery(LeasedSend, db.Model):
     """One digest to one subscriber: the unit of bulk delivery, never created twice (UNIQUE).
 
     pending -> (leased by a worker) -> sent | deferred (retry at next_attempt_at) | failed | skipped
@@ -312,11 +319,6 @@ class Delivery(db.Model):
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"), index=True)
     status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(String(500))
 
 
 class Suppression(db.Model):

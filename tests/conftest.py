@@ -16,6 +16,7 @@ from .support import shared_redis
 from .support.clock import FrozenClock
 from .support.database import PG_ADMIN_URL, base_config, drop_pg_database, make_pg_database
 from .support.dkim_keys import make_keys
+from .support.feed_server import FeedHost
 from .support.forms import Visitor
 from .support.redis_server import RedisServer
 from .support.services import require
@@ -66,6 +67,22 @@ def smtp(smtp_server):
     smtp_server.handler.mail_options.clear()
     smtp_server.handler.plan.__init__()
     return smtp_server
+
+
+@pytest.fixture(scope="module")
+def feed_server():
+    host = FeedHost().start()
+    yield host
+    host.stop()
+
+
+@pytest.fixture
+def feed_host(feed_server, app):
+    """The feed host on loopback, emptied before and after the test, allowed as an intranet feed."""
+    app.config["FEED_ALLOW_PRIVATE"] = True
+    feed_server.reset()
+    yield feed_server
+    feed_server.reset()
 
 
 @pytest.fixture(scope="session")

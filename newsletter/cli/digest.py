@@ -133,28 +133,19 @@ def digest_send(digest_id, wait):
         raise SystemExit(1)
 
 
-@digest_cli.command("pause")
-@click.argument("digest_id", type=int)
-def digest_pause(digest_id):
-    """Stop handing out digest ID's deliveries (workers stop within a claim)."""
-    _run(delivery.pause, digest_id)
-    click.echo(f"Digest {digest_id} paused.")
+def _control_command(name: str, done: str, help_text: str) -> None:
+    """`digest pause|resume|cancel ID`: the delivery control of that name, then what became of the digest."""
+
+    @digest_cli.command(name, help=help_text)
+    @click.argument("digest_id", type=int)
+    def control(digest_id):
+        _run(getattr(delivery, name), digest_id)
+        click.echo(f"Digest {digest_id} {done}.")
 
 
-@digest_cli.command("resume")
-@click.argument("digest_id", type=int)
-def digest_resume(digest_id):
-    """Continue a paused digest exactly where it stopped."""
-    _run(delivery.resume, digest_id)
-    click.echo(f"Digest {digest_id} resumed.")
-
-
-@digest_cli.command("cancel")
-@click.argument("digest_id", type=int)
-def digest_cancel(digest_id):
-    """Stop digest ID for good; what was not sent is skipped."""
-    _run(delivery.cancel, digest_id)
-    click.echo(f"Digest {digest_id} cancelled.")
+_control_command("pause", "paused", "Stop handing out digest ID's deliveries (workers stop within a claim).")
+_control_command("resume", "resumed", "Continue a paused digest exactly where it stopped.")
+_control_command("cancel", "cancelled", "Stop digest ID for good; what was not sent is skipped.")
 
 
 @digest_cli.command("status")

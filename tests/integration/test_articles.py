@@ -13,7 +13,7 @@ from newsletter.extensions import db
 from newsletter.models import Article, FeedState
 from newsletter.services import articles, feeds
 from newsletter.services.articles import canonical_url
-from tests.support.feed_server import ATOM, FIXTURES, FeedHost
+from tests.support.feed_server import ATOM, FIXTURES
 from tests.support.services import free_port
 
 TOKEN = "test-api-token-0123456789"
@@ -21,23 +21,6 @@ TOKEN = "test-api-token-0123456789"
 # What no sanitised summary may contain, whatever the feed or the API sent.
 DANGEROUS = ("<script", "alert(", "onclick", "onmouseover", "onerror", "<form", "<input", "<button", "<iframe",
              "javascript:", "style=", "target=", "evil.example")
-
-
-# --- A feed host on loopback ----------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def feed_host_server():
-    host = FeedHost().start()
-    yield host
-    host.stop()
-
-
-@pytest.fixture
-def feed_host(feed_host_server, app):
-    app.config["FEED_ALLOW_PRIVATE"] = True  # the host is on loopback, an intranet feed
-    feed_host_server.reset()
-    yield feed_host_server
-    feed_host_server.reset()
 
 
 def fetch(runner, *urls):

@@ -16,28 +16,16 @@ from sqlalchemy import func, select
 from newsletter.extensions import db
 from newsletter.models import Article, AuditEvent, FeedFetchRun, FetchRunStatus
 from newsletter.queue import BULK_QUEUE, FETCH_FEEDS_NOW
-from newsletter.services import digests, fetch_runs, operators
-from tests.support.feed_server import FeedHost
-from tests.support.forms import OPERATOR_PASSWORD, form_fields, log_in
+from newsletter.services import digests, fetch_runs
+from tests.support.console import ConsoleForms, create_operators, flashes, logged_in
 
-PASSWORD = OPERATOR_PASSWORD
 BROKER_DB = 2  # a database of the run's own redis-server no other test uses
 
 
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def csrf(client) -> str:
-    return form_fields(client.get("/console/articles/").get_data(as_text=True))["csrf_token"]
-
-
-def post(client, path, data=None, **kwargs):
-    return client.post(path, data={"csrf_token": csrf(client), **(data or {})}, **kwargs)
-
-
-def flashes(response) -> list[str]:
-    return [unescape(re.sub(r"\s+", " ", m)) for m in re.findall(r'<p class="flash [^"]*" role="status">(.*?)</p>',
-                                                        response.get_data(as_text=True), re.S)]
+post = ConsoleForms("/console/articles/").post
 
 
 def listed_titles(response) -> list[str]:
@@ -63,29 +51,17 @@ def audit_actions() -> list[tuple[str, str | None]]:
 @pytest.fixture
 def people(app, clock):
     with app.app_context():
-        for role in ("viewer", "editor"):
-            operators.create_operator(f"{role}@example.org", role, PASSWORD, clock())
+        create_operators(clock, ("viewer", "editor"))
 
 
 @pytest.fixture
 def editor(app, people):
-    client = app.test_client()
-    log_in(client, "editor@example.org")
-    return client
+    return logged_in(app, "editor")
 
 
 @pytest.fixture
 def viewer(app, people):
-    client = app.test_client()
-    log_in(client, "viewer@example.org")
-    return client
-
-
-@pytest.fixture(scope="module")
-def feed_server():
-    host = FeedHost().start()
-    yield host
-    host.stop()
+    return logged_in(app, "viewer")
 
 
 class Broker:
@@ -111,14 +87,6 @@ def broker(app, redis_server):
 
 def fetch_status(response) -> str:
     return re.search(r'id="fetch-status" data-status="([a-z_]+)"', response.get_data(as_text=True)).group(1)
-
-
-@pytest.fixture
-def feed_host(feed_server, app):
-    app.config["FEED_ALLOW_PRIVATE"] = True  # the host is on loopback, an intranet feed
-    feed_server.reset()
-    yield feed_server
-    feed_server.reset()
 
 
 # --- the list --------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from html import unescape
 
 import pytest
 from sqlalchemy import select
@@ -22,12 +21,10 @@ from newsletter.models import (
     Subscriber,
     SubscriberStatus,
 )
-from newsletter.services import delivery, operators
+from newsletter.services import delivery
 from newsletter.services.digests import send_due_scheduled
+from tests.support.console import ConsoleForms, create_operators, flashes, logged_in
 
-from tests.support.forms import OPERATOR_PASSWORD, form_fields, log_in
-
-PASSWORD = OPERATOR_PASSWORD
 READERS = [f"reader{i}@example.com" for i in range(4)]
 
 
@@ -49,17 +46,7 @@ def add_draft(clock, article_ids, subject="This week") -> int:
     return digest.id
 
 
-def csrf(client, path="/console/digests/") -> str:
-    return form_fields(client.get(path).get_data(as_text=True))["csrf_token"]
-
-
-def post(client, path, data=None, **kwargs):
-    return client.post(path, data={"csrf_token": csrf(client), **(data or {})}, **kwargs)
-
-
-def flashes(response) -> list[str]:
-    return [unescape(re.sub(r"\s+", " ", m)) for m in re.findall(r'<p class="flash [^"]*" role="status">(.*?)</p>',
-                                                        response.get_data(as_text=True), re.S)]
+post = ConsoleForms("/console/digests/").post
 
 
 def status_of(app, digest_id) -> DigestStatus:
@@ -76,8 +63,7 @@ def audit_actions(app) -> list[tuple[str, str]]:
 @pytest.fixture
 def people(app, clock):
     with app.app_context():
-        for role in ("viewer", "editor"):
-            operators.create_operator(f"{role}@example.org", role, PASSWORD, clock())
+        create_operators(clock, ("viewer", "editor"))
         for email in READERS:
             db.session.add(Subscriber(email=email, status=SubscriberStatus.CONFIRMED, created_at=clock()))
         db.session.add(Subscriber(email="pending@example.com", status=SubscriberStatus.PENDING, created_at=clock()))
@@ -86,16 +72,12 @@ def people(app, clock):
 
 @pytest.fixture
 def editor(app, people):
-    client = app.test_client()
-    log_in(client, "editor@example.org")
-    return client
+    return logged_in(app, "editor")
 
 
 @pytest.fixture
 def viewer(app, people):
-    client = app.test_client()
-    log_in(client, "viewer@example.org")
-    return client
+    return logged_in(app, "viewer")
 
 
 @pytest.fixture

@@ -29,27 +29,17 @@ from newsletter.models import (
     Suppression,
 )
 from newsletter.services import operators, suppression
+from tests.support.console import ConsoleForms, create_operators, flashes, logged_in
+from tests.support.forms import form_fields
 
-from tests.support.forms import OPERATOR_PASSWORD, form_fields, log_in
-
-PASSWORD = OPERATOR_PASSWORD
 ADA = "ada@example.com"
 
 
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def csrf(client) -> str:
-    return form_fields(client.get("/console/subscribers/").get_data(as_text=True))["csrf_token"]
-
-
-def post(client, path, data=None, **kwargs):
-    return client.post(path, data={"csrf_token": csrf(client), **(data or {})}, **kwargs)
-
-
-def flashes(response) -> list[str]:
-    return [unescape(re.sub(r"\s+", " ", m)) for m in re.findall(r'<p class="flash [^"]*" role="status">(.*?)</p>',
-                                                        response.get_data(as_text=True), re.S)]
+FORMS = ConsoleForms("/console/subscribers/")
+csrf, post = FORMS.csrf, FORMS.post
 
 
 def listed_emails(response) -> list[str]:
@@ -99,29 +89,22 @@ def signed_up_and_confirmed(visitor, client, email, clock) -> int:
 @pytest.fixture
 def people(app, clock):
     with app.app_context():
-        for role in ("viewer", "editor", "admin"):
-            operators.create_operator(f"{role}@example.org", role, PASSWORD, clock())
-
-
-def _client(app, role):
-    client = app.test_client()
-    log_in(client, f"{role}@example.org")
-    return client
+        create_operators(clock, ("viewer", "editor", "admin"))
 
 
 @pytest.fixture
 def admin(app, people):
-    return _client(app, "admin")
+    return logged_in(app, "admin")
 
 
 @pytest.fixture
 def viewer(app, people):
-    return _client(app, "viewer")
+    return logged_in(app, "viewer")
 
 
 @pytest.fixture
 def editor(app, people):
-    return _client(app, "editor")
+    return logged_in(app, "editor")
 
 
 # --- the list --------------------------------------------------------------------------------------

@@ -7,18 +7,15 @@ from html import unescape
 
 import pytest
 
-from newsletter.services import operators
-from tests.support.forms import OPERATOR_PASSWORD, log_in
+from tests.support.console import create_operators, logged_in
 
 
 @pytest.fixture
 def signed_in(app, clock):
     def client_for(role: str):
         with app.app_context():
-            operators.create_operator(f"{role}@example.org", role, OPERATOR_PASSWORD, clock())
-        client = app.test_client()
-        log_in(client, f"{role}@example.org")
-        return client
+            create_operators(clock, (role,))
+        return logged_in(app, role)
 
     return client_for
 

@@ -45,6 +45,17 @@ def base_config(tmp_path, smtp_url: str, database_url: str, clock=None) -> dict:
     return config
 
 
+def mail_config(tmp_path, **extra) -> dict:
+    """An app that only renders and signs email: SQLite in tmp_path, no SMTP relay, an in-memory broker."""
+    return {
+        "TESTING": True, "SECRET_KEY": "test-secret-key", "INSTANCE_DIR": tmp_path / "instance",
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'unit.sqlite'}",
+        "BASE_URL": "https://news.example.org", "MAIL_FROM": "Example News <news@news.example.org>",
+        "SITE_NAME": "Example News", "MAIL_POSTAL_ADDRESS": "Example News Ltd, 1 High Street, Springfield",
+        "CELERY_BROKER_URL": "memory://", **extra,
+    }
+
+
 # A test that needs PostgreSQL's concurrency: its `database_url` (and so `app`) on PostgreSQL only.
 postgres_only = pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)],
                                         indirect=True)

@@ -25,6 +25,7 @@ from newsletter.mail.compose import address_line, list_unsubscribe_mailto
 from newsletter.mail.digest import Recipient, digest_context, render_digest
 from newsletter.mail.dkim import DkimConfigurationError, signer_from_config
 from newsletter.models import Article, Digest, DigestArticle, DigestStatus
+from tests.support.database import mail_config
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 INJECTION = "\r\nBcc: x@y"
@@ -43,19 +44,9 @@ def parse(raw: bytes):
     return PARSER.parsebytes(raw)
 
 
-def config(tmp_path, **extra) -> dict:
-    return {
-        "TESTING": True, "SECRET_KEY": "test-secret-key", "INSTANCE_DIR": tmp_path / "instance",
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'unit.sqlite'}",
-        "BASE_URL": "https://news.example.org", "MAIL_FROM": "Example News <news@news.example.org>",
-        "SITE_NAME": "Example News", "MAIL_POSTAL_ADDRESS": "Example News Ltd, 1 High Street, Springfield",
-        "CELERY_BROKER_URL": "memory://", **extra,
-    }
-
-
 @pytest.fixture
 def app(tmp_path):
-    app = create_app(config(tmp_path))
+    app = create_app(mail_config(tmp_path))
     with app.app_context():
         db.create_all()
         yield app
@@ -201,7 +192,7 @@ def test_message_id_is_the_same_on_every_render(app):
 
 
 def test_list_id_setting_wins(tmp_path):
-    app = create_app(config(tmp_path, LIST_ID="Weekly <weekly.news.example.org>"))
+    app = create_app(mail_config(tmp_path, LIST_ID="Weekly <weekly.news.example.org>"))
     with app.app_context():
         db.create_all()
         message = parse(render_digest(make_digest(), NOW).message_bytes(1, "reader@example.com", None, NOW))
@@ -285,7 +276,7 @@ def rsa_key(tmp_path_factory):
 
 def test_dkim_signature_verifies_and_covers_the_unsubscribe_headers(tmp_path, rsa_key):
     path, record = rsa_key
-    app = create_app(config(tmp_path, DKIM_SELECTOR="mail", DKIM_DOMAIN="news.example.org",
+    app = create_app(mail_config(tmp_path, DKIM_SELECTOR="mail", DKIM_DOMAIN="news.example.org",
                             DKIM_PRIVATE_KEY_PATH=str(path)))
     lookups = []
 
@@ -311,7 +302,7 @@ def test_dkim_signature_verifies_and_covers_the_unsubscribe_headers(tmp_path, rs
 
 def test_dkim_key_is_read_once_per_render(tmp_path, rsa_key, monkeypatch):
     path, _ = rsa_key
-    app = create_app(config(tmp_path, DKIM_SELECTOR="mail", DKIM_DOMAIN="news.example.org",
+    app = create_app(mail_config(tmp_path, DKIM_SELECTOR="mail", DKIM_DOMAIN="news.example.org",
                             DKIM_PRIVATE_KEY_PATH=str(path)))
     with app.app_context():
         db.create_all()

@@ -16,6 +16,7 @@ from dkim.canonicalization import Relaxed
 
 from newsletter import create_app
 from newsletter.extensions import db
+from newsletter.infra.smtp import data_bytes
 from newsletter.mail import compose
 from newsletter.mail.digest import render_digest
 from newsletter.mail.dkim import (
@@ -26,27 +27,17 @@ from newsletter.mail.dkim import (
     relaxed_header,
     signer_from_config,
 )
-from newsletter.infra.smtp import data_bytes
 from newsletter.models import Article, Digest, DigestArticle, DigestStatus
+from tests.support.database import mail_config
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 NAMES = [None, "Ada Lovelace", 'Ann "Nan" O\'Neil', "Ünïcødé — ☕", "  spaced \t out  ", "Mallory\r\nBcc: x@y",
          "A perfectly ordinary but very long ASCII display name that will not fit on one line at all", "李伟 " * 20]
 
 
-def settings(tmp_path, **extra) -> dict:
-    return {
-        "TESTING": True, "SECRET_KEY": "test-secret-key", "INSTANCE_DIR": tmp_path / "instance",
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'unit.sqlite'}",
-        "BASE_URL": "https://news.example.org", "MAIL_FROM": "Example News <news@news.example.org>",
-        "SITE_NAME": "Example News", "MAIL_POSTAL_ADDRESS": "Example News Ltd, 1 High Street, Springfield",
-        "CELERY_BROKER_URL": "memory://", **extra,
-    }
-
-
 @pytest.fixture
 def app(tmp_path, dkim_keys):
-    app = create_app(settings(tmp_path, **dkim_keys.settings()))
+    app = create_app(mail_config(tmp_path, **dkim_keys.settings()))
     with app.app_context():
         db.create_all()
         yield app
@@ -132,7 +123,7 @@ def test_a_non_ascii_local_part_is_signed_too(app, dkim_keys):
 
 
 def test_rsa_alone_signs_once(tmp_path, dkim_keys):
-    app = create_app(settings(tmp_path, **dkim_keys.settings(ed25519=False)))
+    app = create_app(mail_config(tmp_path, **dkim_keys.settings(ed25519=False)))
     with app.app_context():
         db.create_all()
         raw = render_digest(make_digest(), NOW).message_bytes(1, "reader@example.com", None, NOW)
@@ -224,7 +215,7 @@ def test_a_replaced_key_file_is_read_again(tmp_path, dkim_keys):
 
 
 def message_id(tmp_path, name, **extra) -> str:
-    app = create_app(settings(tmp_path / name, **extra))
+    app = create_app(mail_config(tmp_path / name, **extra))
     with app.app_context():
         return compose.deterministic_message_id("digest", 1, 1)
 
@@ -242,10 +233,10 @@ def test_a_dkim_key_that_cannot_sign_stops_the_start(tmp_path, dkim_keys):
     from newsletter import InsecureConfiguration
 
     with pytest.raises(InsecureConfiguration, match="DKIM: Cannot read the DKIM key"):
-        create_app(settings(tmp_path, **{**dkim_keys.settings(), "DKIM_PRIVATE_KEY_PATH": str(tmp_path / "none")}))
+        create_app(mail_config(tmp_path, **{**dkim_keys.settings(), "DKIM_PRIVATE_KEY_PATH": str(tmp_path / "none")}))
     with pytest.raises(InsecureConfiguration, match="DKIM: DKIM needs DKIM_SELECTOR"):
-        create_app(settings(tmp_path, DKIM_SELECTOR="mail"))
-    assert create_app(settings(tmp_path, **dkim_keys.settings()))
+        create_app(mail_config(tmp_path, DKIM_SELECTOR="mail"))
+    assert create_app(mail_config(tmp_path, **dkim_keys.settings()))
 
 
 @pytest.mark.parametrize("name,value", [("DKIM_SELECTOR", "mäil"), ("DKIM_DOMAIN", "news example.org"),
