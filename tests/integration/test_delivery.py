@@ -3,6 +3,7 @@
 
 import json
 import re
+import threading
 import time
 from datetime import timedelta
 
@@ -364,3 +365,41 @@ def test_lost_tasks_are_handed_out_when_the_bulk_queue_is_empty_and_never_while_
         assert queue.waiting_tasks() == 0
         assert delivery.sweep(clock()) == 3
         assert queue.waiting_tasks() == 3
+
+
+@pytest.mark.parametrize("change", ["pause", "unsubscribe"])
+def test_a_pause_or_an_unsubscribe_takes_effect_between_two_messages_of_a_claim(app, mailer, smtp, digest_id, clock,
+                                                                                change):
+    app.config.update(DELIVERY_BATCH_SIZE=12, DELIVERY_CLAIM_SIZE=12)  # the whole digest in one claim
+    smtp.plan.data_delay = 0.1  # a claim of 12 takes over a second
+    last = CONFIRMED[-1]
+    start(app, digest_id, clock)
+    changed = []
+
+    def change_mid_claim():
+        wait_until(lambda: len(smtp.received) >= 2, 10, "the claim to be under way")
+        with app.app_context():
+            if change == "pause":
+                delivery.pause(digest_id, clock())
+            else:
+                subscriber = db.session.scalar(select(Subscriber).where(Subscriber.email == last))
+                subscriptions.unsubscribe(subscriptions.unsubscribe_token_for(subscriber, clock()),
+                                          subscriptions.Context(None, None, "test"), clock())
+        changed.append(time.monotonic())
+
+    helper = threading.Thread(target=change_mid_claim)
+    helper.start()
+    try:
+        run_all(app, digest_id, clock, mailer)
+    finally:
+        helper.join(15)
+    [at] = changed
+    if change == "pause":
+        assert [m.at - at for m in smtp.received if m.at > at + 1] == [] and len(smtp.received) < len(CONFIRMED)
+        current = status(app, digest_id)
+        assert (current["status"], current["sent"], current["pending"]) == ("paused", len(smtp.received),
+                                                                          len(CONFIRMED) - len(smtp.received))
+        assert set(leased(app).values()) == {None}  # what it did not send is free for the resume
+    else:
+        assert smtp.to(last) == [] and received_by(smtp) == {email: 1 for email in CONFIRMED[:-1]}
+        assert status(app, digest_id)["skipped"] == 1

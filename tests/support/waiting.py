@@ -14,4 +14,4 @@ def wait_until(predicate, timeout: float, what: str):
             return value
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(0.1)

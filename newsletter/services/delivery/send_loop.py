@@ -133,6 +133,8 @@ def send_range(digest_id: int, first_id: int, last_id: int, clock, mailer: Maile
             mailer.leases.release()
             release([c.id for c in unsent])  # paused or cancelled: left as they are, for anyone
             mailer.marker.flush(db.engine)  # the claim's journaled marks, written together
+        if len(claimed) < limit:
+            break  # the range had no more due rows: done at once, rather than after one more claim
     finish_if_complete(digest_id, clock())
     return done
 
