@@ -1,12 +1,14 @@
 """Recovery on the shipped settings (lease, sweep, stall, claim and batch sizes all default), with
 real worker processes on PostgreSQL + Redis: a worker killed with -9 is replaced within two
-minutes, pause and unsubscribe reach the relay within two seconds, and a Redis crash with
-append-only on repeats nothing (without it, the loss is reported)."""
+minutes while a live one keeps its claim through an exchange longer than a lease, pause and
+unsubscribe reach the relay within two seconds, and a Redis crash with append-only on repeats
+nothing (without it, the loss is reported)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 import redis
@@ -54,6 +56,30 @@ def test_a_worker_killed_mid_send_is_replaced_and_the_digest_done_within_two_min
     assert time.monotonic() - killed < 120
     run.assert_each_exactly_once()
     assert rows(run) == {(DeliveryStatus.SENT, 1, None)}  # each sent once, in one attempt, no lease left
+
+
+def test_a_live_worker_keeps_its_claim_through_an_smtp_exchange_longer_than_its_lease(harness, smtp):
+    run = Send(harness, 1, settings=DEFAULTS)
+    gate = catch_mid_send(harness, smtp)
+    slow = {"SMTP_TIMEOUT": 60}  # the relay may take its time: longer than a lease
+    run.worker(**slow)
+    run.worker(**slow)  # free to take the claim, if it were ever given up
+    run.beat()
+    run.start()
+    wait_until(lambda: CAUGHT in smtp.handler.holding, 60, "a worker to be mid-send")
+
+    def held():
+        with run.app.app_context():
+            return db.session.execute(select(Delivery.lease_owner, Delivery.lease_expires_at)
+                                      .join(Subscriber, Delivery.subscriber_id == Subscriber.id)
+                                      .where(Subscriber.email == CAUGHT)).one()
+
+    owner, first_expiry = held()
+    wait_until(lambda: utcnow() > first_expiry + timedelta(seconds=1), 60, "the claim's first lease to run out")
+    assert held().lease_owner == owner and held().lease_expires_at > utcnow()  # renewed, still the sender's
+    gate.set()
+    run.wait_done()
+    run.assert_each_exactly_once()
 
 
 def test_pause_mid_claim_reaches_the_relay_within_two_seconds_and_resume_sends_the_rest_once(harness, smtp):
