@@ -82,8 +82,9 @@ def test_temporary_then_permanent_refusals_and_421_disconnects(harness, smtp):
     run.worker(DELIVERY_RETRY_BASE_SECONDS=1)
     run.beat()
     run.start()
-    final = wait_until(lambda: (s := run.status())["pending"] == 0 and s["deferred"] == 0 and s, 90,
-                       "every delivery to be final")
+    # Final rows and then the digest's own status: the worker marks it done right after its last row.
+    final = wait_until(lambda: (s := run.status())["pending"] == 0 and s["deferred"] == 0
+                       and s["status"] != "sending" and s, 90, "every delivery to be final")
     got = run.received()
     assert "r0002@example.com" not in got
     assert got["r0001@example.com"] == 1 and got["r0003@example.com"] == 1
