@@ -57,7 +57,8 @@ class Send:
     def leases(self) -> int:
         """Rows a worker holds right now."""
         with self.app.app_context():
-            return db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.lease_owner.is_not(None)))
+            return db.session.scalar(select(func.count()).select_from(Delivery)
+                                     .where(Delivery.lease_owner.is_not(None)))
 
     def wait_done(self, timeout=120) -> dict:
         return wait_until(lambda: (s := self.status())["status"] == "done" and s, timeout, "the digest to be done")

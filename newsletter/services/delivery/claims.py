@@ -96,13 +96,14 @@ def record_outcome(delivery_id: int, values: dict) -> None:
 
 def release(delivery_ids: list[int]) -> None:
     """Give back this worker's leases on rows it will not send now (paused, cancelled): as they are."""
-    if delivery_ids:
-        db.session.execute(
-            update(Delivery)
-            .where(among(Delivery.id, delivery_ids), Delivery.lease_owner == queue.worker_id())
-            .values(lease_owner=None, lease_expires_at=None),
-            execution_options={"synchronize_session": False},
-        )
+    if not delivery_ids:
+        return
+    db.session.execute(
+        update(Delivery)
+        .where(among(Delivery.id, delivery_ids), Delivery.lease_owner == queue.worker_id())
+        .values(lease_owner=None, lease_expires_at=None),
+        execution_options={"synchronize_session": False},
+    )
     db.session.commit()
 
 

@@ -46,7 +46,8 @@ class SentMarker:
         b"mark_sent_rows": b"UPDATE delivery AS d SET status = 'sent', sent_at = v.sent_at, "
                            b"attempts = d.attempts + 1, lease_owner = NULL, lease_expires_at = NULL "
                            b"FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, sent_at) "
-                           b"WHERE d.id = v.id AND d.lease_owner = $3 AND d.status IN ('pending', 'deferred', 'skipped')",
+                           b"WHERE d.id = v.id AND d.lease_owner = $3 "
+                           b"AND d.status IN ('pending', 'deferred', 'skipped')",
     }
 
     def __init__(self):
