@@ -132,11 +132,12 @@ SETTINGS = (
     Setting("SEND_RATE", float, "0", "messages per second across all workers; 0: no limit"),
     Setting("DELIVERY_BATCH_SIZE", int, "250", "deliveries per task"),
     Setting("DELIVERY_CLAIM_SIZE", int, "250", "deliveries per claim"),
-    Setting("DELIVERY_LEASE_SECONDS", int, "300", "how long a claim is one worker's"),
+    # The live worker renews its leases every third of this: a dead one's claim is free within it.
+    Setting("DELIVERY_LEASE_SECONDS", int, "30", "how long a claim stays a worker's without renewal"),
     Setting("DELIVERY_RETRY_BASE_SECONDS", float, "60", "the first back-off after a 4xx"),
     Setting("DELIVERY_EXPIRY_SECONDS", int, str(3 * DAY), "a delivery still deferred this long fails"),
-    Setting("DELIVERY_SWEEP_SECONDS", float, "30", "how often beat re-hands lost delivery work"),
-    # A digest with open rows and no live lease for this long lost its tasks: hand them out again.
+    Setting("DELIVERY_SWEEP_SECONDS", float, "15", "how often beat re-hands lost delivery work"),
+    # When the broker cannot tell whether the bulk queue is empty: no live lease and nothing sent for this long.
     Setting("DELIVERY_STALL_SECONDS", float, "30", "seconds without progress before a digest's work is re-handed"),
 
     # Digests out.

@@ -89,6 +89,12 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
 
+    def kill9(self) -> None:
+        """What a host crash does to it: no shutdown, nothing saved but what append-only already wrote."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
     def restart(self) -> None:
         """Stop and start again on the same port: an empty server unless append-only is on."""
         self.stop()

@@ -114,6 +114,23 @@ def worker_id() -> str:
     return _worker_id[1]
 
 
+def waiting_tasks(queue_name: str = BULK_QUEUE) -> int | None:
+    """How many tasks wait in the queue, not counting those a worker has taken; None when the broker
+    cannot say (down, or a transport that does not count)."""
+    from kombu.exceptions import ChannelError
+
+    try:
+        with current_app.extensions["celery"].connection_for_read() as connection:
+            connection.ensure_connection(max_retries=0, timeout=3)
+            try:
+                return connection.default_channel.queue_declare(queue=queue_name, passive=True).message_count
+            except ChannelError:
+                return 0  # Redis keeps no empty queue: NOT_FOUND is an empty one
+    except Exception as exc:  # any broker failure: the caller falls back on its own judgement
+        log.warning("could not count the tasks waiting in %s: %s", queue_name, exc)
+        return None
+
+
 def enqueue(task_name: str, *args) -> bool:
     """Wake a worker for committed rows. False (and a log line) when the broker is out of reach."""
     try:

@@ -65,6 +65,7 @@ def smtp(smtp_server):
     smtp_server.handler.attempts.clear()
     smtp_server.handler.holding.clear()
     smtp_server.handler.mail_options.clear()
+    smtp_server.handler.connections = smtp_server.handler.disconnects = smtp_server.handler.noops = 0
     smtp_server.handler.plan.__init__()
     return smtp_server
 

@@ -4,9 +4,11 @@ dropped line) told from permanent ones (5xx)."""
 from __future__ import annotations
 
 import re
+import select
 import smtplib
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
@@ -14,6 +16,10 @@ from urllib.parse import unquote, urlsplit
 from ..errors import PermanentMailError, TransientMailError
 
 SCHEMES = {"smtp": (25, False, False), "smtps": (465, True, False), "smtp+starttls": (587, False, True)}
+
+# Relays hang up on idle connections (Postfix after 300 s, some after 60 or less): before a message, a
+# goodbye already on the line is looked for (a zero-wait poll), and after this long unused, NOOP asks.
+IDLE_NOOP_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,13 @@ def _envelope(sender: str, recipient: str, size: int | None) -> tuple[bytes, byt
     return mail, b"RCPT TO:<" + recipient.encode("ascii") + b">\r\n", b"DATA\r\n"
 
 
+def _readable(sock: socket.socket) -> bool:
+    """Data or an end of file waiting on the socket, seen without waiting (poll: any descriptor number)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class DataBytes(bytes):
     """A message already as DATA carries it (see data_bytes): sent as it is."""
 
@@ -127,6 +140,8 @@ class SmtpConnection:
         self._in_flight = False  # the envelope for `then` is on the wire with this message
         self._sent = None  # (sender, then, next envelope): a message on the wire, its answer not read
         self._in_data = False  # writing a message's content: the relay is in DATA
+        self._used_at = 0.0  # time.monotonic() of the relay's last answer
+        self.idle_noop_seconds = IDLE_NOOP_SECONDS
 
     @property
     def relay(self) -> Relay:
@@ -141,6 +156,7 @@ class SmtpConnection:
                 self._current = index
                 self._pipelining = self._smtp.has_extn("pipelining")
                 self._size = self._smtp.has_extn("size")
+                self._used_at = time.monotonic()
                 return
             except (TransientMailError, PermanentMailError) as error:
                 errors.append(f"{self.relays[index].host}:{self.relays[index].port}: {error}")
@@ -189,6 +205,9 @@ class SmtpConnection:
         if opened is not None and opened[0] != (sender, recipient):
             self.close()
             opened = None
+        if self._smtp is not None and not self._fit_after_idle(opened is not None):
+            self.close()  # hung up by the relay while idle: a new connection, not a deferral
+            opened = None
         self._opened = None
         if self._smtp is None:
             self.open()
@@ -214,6 +233,7 @@ class SmtpConnection:
             raise self._failed(exc) from exc
         finally:
             self._sent = None
+        self._used_at = time.monotonic()
         if following is not None:
             try:  # this message is through; what the relay says to the next envelope is for later
                 self._opened = ((sender, then), (self._smtp.getreply(), self._smtp.getreply(),
@@ -221,6 +241,24 @@ class SmtpConnection:
             except (smtplib.SMTPException, OSError):
                 self.close()
             self._in_flight = False
+
+    def _fit_after_idle(self, envelope_open: bool) -> bool:
+        """False when the relay has hung up (or said goodbye, 421) while the connection was idle."""
+        sock = self._smtp.sock
+        if sock is None or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            return False  # nothing is owed to us: whatever is there is a goodbye
+        if _readable(sock):
+            return False  # the relay spoke unasked, or closed the line
+        if time.monotonic() - self._used_at < self.idle_noop_seconds:
+            return True
+        if envelope_open:
+            return False  # the relay is reading a message: NOOP would be its text
+        try:
+            fit = self._smtp.noop()[0] == 250
+        except (smtplib.SMTPException, OSError):
+            return False
+        self._used_at = time.monotonic()
+        return fit
 
     def _failed(self, exc: Exception) -> Exception:
         error = _classify(exc)

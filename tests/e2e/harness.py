@@ -17,6 +17,7 @@ from config import PROJECT_DIR
 from newsletter import create_app
 from newsletter.extensions import db
 from tests.support.database import base_config, drop_pg_database, make_pg_database
+from tests.support.waiting import wait_until  # noqa: F401  (the e2e tests import it from here)
 
 BASE_URL = "https://news.example.org"  # what base_config gives the web app; the worker gets the same
 MAIL_FROM = "Example News <news@news.example.org>"
@@ -201,14 +202,3 @@ class Harness:
                 errors.append(exc)
         if errors:
             raise errors[0]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)

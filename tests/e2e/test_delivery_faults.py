@@ -1,6 +1,7 @@
-"""Faults with real worker processes on PostgreSQL + Redis, judged by what the SMTP server received:
-every expected recipient exactly once, no one else, the same Message-ID on any duplicate that
-SMTP's own window allows, and status counts that match."""
+"""Faults with real worker processes on PostgreSQL + Redis, judged by what the SMTP server received
+(tests/e2e/sends.py): every expected recipient exactly once, no one else, the same Message-ID on any
+duplicate that SMTP's own window allows, and status counts that match. Lease, sweep and stall keep
+their defaults throughout."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections import Counter
 
 import pytest
 import redis
@@ -17,66 +17,13 @@ from sqlalchemy import func, select
 from config import PROJECT_DIR
 from newsletter.clock import utcnow
 from newsletter.extensions import db
-from newsletter.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from newsletter.models import Delivery, DeliveryStatus, Subscriber
 from newsletter.services import delivery
 
-from ..integration.test_delivery import make_digest
 from .harness import wait_until
+from .sends import N, SMALL, Send
 
 pytestmark = [pytest.mark.worker, pytest.mark.postgres, pytest.mark.redis]
-
-N = 300
-FAST = {"DELIVERY_SWEEP_SECONDS": 1, "DELIVERY_LEASE_SECONDS": 3, "DELIVERY_STALL_SECONDS": 2, "DELIVERY_BATCH_SIZE": 50,
-        "DELIVERY_CLAIM_SIZE": 10, "OUTBOX_SWEEP_SECONDS": 30}
-
-
-class Send:
-    """One digest to N confirmed subscribers, on a database and a Redis broker of its own."""
-
-    def __init__(self, harness, redis_db: int, n: int = N):
-        self.harness = harness
-        self.database = harness.postgres()
-        self.broker = harness.redis(redis_db)
-        self.app = harness.app(self.database, self.broker, **FAST)
-        self.emails = [f"r{i:04d}@example.com" for i in range(n)]
-        with self.app.app_context():
-            now = utcnow()
-            db.session.execute(Subscriber.__table__.insert(), [
-                {"email": e, "status": SubscriberStatus.CONFIRMED, "created_at": now} for e in self.emails])
-            db.session.commit()
-            self.digest_id = make_digest(lambda: now)
-
-    def worker(self, **extra):
-        return self.harness.worker(self.database, self.broker, **{**FAST, **extra})
-
-    def beat(self):
-        return self.harness.beat(self.database, self.broker, **FAST)
-
-    def start(self) -> int:
-        with self.app.app_context():
-            return delivery.start_sending(self.digest_id, utcnow())
-
-    def status(self) -> dict:
-        with self.app.app_context():
-            return delivery.status(self.digest_id)
-
-    def wait_done(self, timeout=120) -> dict:
-        return wait_until(lambda: (s := self.status())["status"] == "done" and s, timeout, "the digest to be done")
-
-    def received(self) -> Counter:
-        return Counter(a for m in self.harness.smtp.received for a in m.recipients)
-
-    def assert_each_exactly_once(self, allowed_duplicates=()):
-        got = self.received()
-        assert set(got) == set(self.emails), set(got) ^ set(self.emails)
-        duplicated = {a for a, n in got.items() if n > 1}
-        assert duplicated <= set(allowed_duplicates), duplicated
-        for address in duplicated:  # the SMTP window: the same message again, never a new one
-            ids = {m.message["Message-ID"] for m in self.harness.smtp.to(address)}
-            assert len(ids) == 1
-        final = self.status()
-        assert final["sent"] == len(self.emails) and final["pending"] == final["deferred"] == final["failed"] == 0
-
 
 def test_worker_killed_mid_send_and_another_started_delivers_each_once(harness, smtp):
     run = Send(harness, 5)
@@ -151,7 +98,7 @@ def test_temporary_then_permanent_refusals_and_421_disconnects(harness, smtp):
 def test_digest_send_wait_shows_progress_until_done(harness, smtp):
     run = Send(harness, 9, n=40)
     run.worker()
-    env = harness.env(run.database, run.broker, **FAST)
+    env = harness.env(run.database, run.broker, **SMALL)
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "digest", "send",
                              str(run.digest_id), "--wait"], cwd=PROJECT_DIR, env=env, capture_output=True,
                             text=True, timeout=120)
@@ -174,11 +121,7 @@ def test_pause_stops_within_seconds_and_resume_continues_where_it_stopped(harnes
     with run.app.app_context():
         delivery.pause(run.digest_id, utcnow())
     # Claims stop: the claim in hand is finished and released within a second or two.
-    def leases():
-        with run.app.app_context():
-            return db.session.scalar(select(func.count()).select_from(Delivery)
-                                     .where(Delivery.lease_owner.is_not(None)))
-    wait_until(lambda: leases() == 0, 5, "the claim in hand to finish")
+    wait_until(lambda: run.leases() == 0, 5, "the claim in hand to finish")
     stopped_at = len(smtp.received)
     with run.app.app_context():
         assert delivery.sweep(utcnow()) == 0  # a paused digest is not handed out
@@ -221,7 +164,8 @@ def test_cancel_stops_the_send_for_good(harness, smtp):
     wait_until(lambda: len(smtp.received) >= 20, 60, "the send to be under way")
     with run.app.app_context():
         delivery.cancel(run.digest_id, utcnow())
-    final = wait_until(lambda: (s := run.status())["pending"] == 0 and s, 20, "in-flight claims to settle")
+    final = wait_until(lambda: (s := run.status())["pending"] == 0 and run.leases() == 0 and s, 20,
+                       "in-flight claims to settle")
     count = len(smtp.received)
     assert final["status"] == "cancelled" and final["sent"] == count < N
     assert final["sent"] + final["skipped"] == N

@@ -2,6 +2,7 @@
 written together, a dead worker's journal written before its rows are claimed again, and every way
 Redis can fail leading to each reader getting the digest once."""
 
+import logging
 import subprocess
 import sys
 
@@ -191,3 +192,28 @@ def test_the_lease_of_the_dead_still_counts_until_it_runs_out(journaled, mailer,
     clock.advance(seconds=2)
     run_all(journaled, digest_id, clock, mailer)
     assert received_by(smtp) == {email: 1 for email in CONFIRMED}
+
+
+@ON_POSTGRES
+@pytest.mark.parametrize("redis_restarted_empty", [False, True], ids=["journal-kept", "journal-lost"])
+def test_a_lost_journal_is_reported_with_the_count_of_messages_that_may_go_twice(journaled, mailer, smtp,  # noqa: F811
+                                                                                digest_id, clock, journal,  # noqa: F811
+                                                                                monkeypatch, caplog,
+                                                                                redis_restarted_empty):
+    start(journaled, digest_id, clock)
+    die_mid_claim(journaled, digest_id, clock, mailer, smtp, monkeypatch, sent=2)
+    if redis_restarted_empty:
+        journal.flushdb()  # what a Redis without persistence is after a restart
+    clock.advance(seconds=61)
+    with caplog.at_level(logging.WARNING, logger="newsletter.services.delivery.sent_marks"):
+        run_all(journaled, digest_id, clock, mailer)
+    alarms = [r for r in caplog.records if "was lost" in r.getMessage()]
+    got = received_by(smtp)
+    if not redis_restarted_empty:
+        assert alarms == [] and got == {email: 1 for email in CONFIRMED}
+        return
+    [alarm] = alarms
+    assert alarm.levelno == logging.WARNING
+    assert DEAD in alarm.getMessage() and "up to 3 messages" in alarm.getMessage()  # the dead worker's claim of 3
+    assert sorted(got.values()) == [1] * (len(CONFIRMED) - 2) + [2, 2]  # the two it had sent: again
+    assert rows(journaled) == {"sent": len(CONFIRMED)}

@@ -6,6 +6,8 @@ import pytest
 
 from newsletter.errors import PermanentMailError, TransientMailError
 from newsletter.infra.smtp import DataBytes, SmtpConnection, data_bytes, parse_smtp_url
+from tests.support.smtp_server import SMTPTestServer
+from tests.support.waiting import wait_until
 
 SENDER = "news@news.example.org"
 # Lines that start with a dot (SMTP doubles them on the wire), one that is only a dot (which
@@ -158,3 +160,32 @@ def test_a_bad_next_address_is_left_for_its_own_send(relay, smtp):
         relay.send(message(2), SENDER, "bad>@example.com")
     relay.send(message(3), SENDER, "c@example.com")
     assert [r.recipients for r in smtp.received] == [["a@example.com"], ["c@example.com"]]
+
+
+# --- a relay that hangs up on idle connections ----------------------------------------------------
+
+
+@pytest.fixture
+def impatient_relay():
+    """A relay that closes a connection left without a command for half a second."""
+    server = SMTPTestServer(idle_timeout=0.5).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("then", [None, "b@example.com"], ids=["idle", "idle-with-an-envelope-sent-ahead"])
+def test_a_connection_the_relay_closed_while_idle_is_reopened_without_a_deferral(impatient_relay, then):
+    with SmtpConnection(parse_smtp_url(impatient_relay.url), timeout=10) as connection:
+        connection.send(message(1), SENDER, "a@example.com", then=then)
+        wait_until(lambda: impatient_relay.handler.disconnects == 1, 10, "the relay to hang up on the idle line")
+        connection.send(message(2), SENDER, "b@example.com")  # no TransientMailError: a new connection
+    assert [r.recipients for r in impatient_relay.received] == [["a@example.com"], ["b@example.com"]]
+    assert impatient_relay.handler.connections == 2
+
+
+def test_a_connection_idle_for_long_is_checked_with_noop_and_kept_when_the_relay_answers(relay, smtp):
+    relay.send(message(1), SENDER, "a@example.com")
+    relay.idle_noop_seconds = 0  # "long" is 30 s in production
+    relay.send(message(2), SENDER, "b@example.com")
+    assert (smtp.handler.noops, smtp.handler.connections) == (1, 1)
+    assert [r.recipients for r in smtp.received] == [["a@example.com"], ["b@example.com"]]

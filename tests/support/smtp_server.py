@@ -1,7 +1,8 @@
 """A real SMTP server on loopback for tests (aiosmtpd), that can be told how to answer.
 
 Like GNU Mailman's test server: per recipient it can answer 4xx or 5xx to RCPT or DATA, or drop the
-line after the message was sent but before the 250, the one duplicate window SMTP has.
+line after the message was sent but before the 250, the one duplicate window SMTP has. It can also
+hang up on connections left idle, as real relays do.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from email import policy
 from email.parser import BytesParser
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from .services import free_port
 
@@ -23,6 +25,7 @@ class Received:
     sender: str
     recipients: list[str]
     data: bytes
+    at: float = field(default_factory=time.monotonic)  # when the relay accepted it
 
     @property
     def message(self):
@@ -54,6 +57,9 @@ class ScriptedHandler:
         self.attempts: dict[str, int] = {}
         self.holding: set[str] = set()  # recipients whose DATA is being held right now
         self.mail_options: list[list[str]] = []  # the parameters of each MAIL FROM, in order
+        self.connections = 0  # SMTP sessions opened (EHLO)
+        self.disconnects = 0  # SMTP sessions ended, by either side
+        self.noops = 0
 
     def _next(self, table: dict[str, list[str]], address: str) -> str | None:
         with self.lock:
@@ -62,9 +68,16 @@ class ScriptedHandler:
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
+        with self.lock:
+            self.connections += 1
         if self.plan.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_NOOP(self, server, session, envelope, arg):
+        with self.lock:
+            self.noops += 1
+        return "250 OK"
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         with self.lock:
@@ -110,10 +123,26 @@ class ScriptedHandler:
         return "250 Message accepted"
 
 
+class _CountingSMTP(SMTP):
+    def connection_lost(self, exc):
+        greeted = self.session is not None and self.session.host_name is not None  # not the start-up probe
+        super().connection_lost(exc)
+        if greeted:
+            with self.event_handler.lock:
+                self.event_handler.disconnects += 1
+
+
+class _Controller(Controller):
+    def factory(self):
+        return _CountingSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class SMTPTestServer:
-    def __init__(self, host="127.0.0.1", port=0):
+    def __init__(self, host="127.0.0.1", port=0, idle_timeout: float | None = None):
+        """idle_timeout: hang up on a connection that sent no command for this many seconds."""
         self.handler = ScriptedHandler()
-        self.controller = Controller(self.handler, hostname=host, port=port or free_port(host))
+        extra = {} if idle_timeout is None else {"timeout": idle_timeout}
+        self.controller = _Controller(self.handler, hostname=host, port=port or free_port(host), **extra)
 
     def start(self):
         self.controller.start()

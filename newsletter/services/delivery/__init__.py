@@ -4,10 +4,10 @@
        ^                        |--4xx / dropped line--> deferred (next_attempt_at: back-off + jitter)
        |                        |--5xx--> failed (and "no such user" suppresses the address)
        |                        '--unsubscribed / suppressed since the fan-out--> skipped
-       '-- lease expired (worker died), or deferred and due: claimable again
+       '-- lease expired (worker died: its live thread renews it no more), or deferred and due: claimable again
 
-One module per job: fanout, claims, sent_marks, send_loop, control (and throttle, progress). The
-database is the truth; a lost task or a dead worker only delays rows (docs/ARCHITECTURE.md, "Delivery").
+One module per job: fanout, claims, leases, sent_marks, send_loop, control (and throttle, progress).
+The database is the truth; a lost task or a dead worker only delays rows (docs/ARCHITECTURE.md, "Delivery").
 """
 
 from .claims import OPEN, Claimed, claim, record_outcome, replay_journals

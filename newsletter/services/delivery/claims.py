@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from ... import queue
-from ...extensions import db
+from ...extensions import among, db
 from ...infra import redis_wire
 from ...models import Delivery, DeliveryStatus
 from .sent_marks import SentMarker, process_marker
@@ -40,8 +40,10 @@ def claim(digest_id: int, first_id: int, last_id: int, now: datetime, limit: int
           marker: SentMarker | None = None) -> list[Claimed]:
     """Lease up to `limit` due rows of the range. Two workers never get the same row: PostgreSQL
     skips rows another transaction has locked (FOR UPDATE SKIP LOCKED); SQLite has one writer."""
+    marker = marker or process_marker()
     # A dead worker's sent marks may still be in its journal: written first, or its rows wait.
     expired_leases = replay_journals(digest_id, first_id, last_id, now, marker)
+    marker.begin_claim(db.engine, current_app.config["REDIS_URL"], now)
     candidates = (select(Delivery.id).where(_claimable(digest_id, first_id, last_id, now, expired_leases))
                   .order_by(Delivery.id).limit(limit))
     if db.engine.dialect.name == "postgresql":
@@ -68,9 +70,9 @@ def replay_journals(digest_id: int, first_id: int, last_id: int, now: datetime,
     redis_url = current_app.config["REDIS_URL"]
     if not redis_url or not redis_wire.supported(redis_url) or db.engine.dialect.name != "postgresql":
         return True
-    owners = list(db.session.scalars(select(Delivery.lease_owner).distinct().where(
+    owners = dict(db.session.execute(select(Delivery.lease_owner, func.count()).where(
         Delivery.digest_id == digest_id, Delivery.id.between(first_id, last_id), Delivery.status.in_(OPEN),
-        Delivery.lease_owner.is_not(None), Delivery.lease_expires_at < now)))
+        Delivery.lease_owner.is_not(None), Delivery.lease_expires_at < now).group_by(Delivery.lease_owner)).all())
     db.session.commit()
     if not owners:
         return True
@@ -78,11 +80,50 @@ def replay_journals(digest_id: int, first_id: int, last_id: int, now: datetime,
 
 
 def record_outcome(delivery_id: int, values: dict) -> None:
-    """Record one outcome right away, only while this worker still holds the lease."""
+    """Record one outcome right away, only while this worker still holds the lease. A row cancelled
+    meanwhile stays skipped, unless its message went out (sent, as the journal's marks say too)."""
+    still = Delivery.status.in_(OPEN)
+    if values.get("status") is DeliveryStatus.SENT:
+        still = or_(still, Delivery.status == DeliveryStatus.SKIPPED)
     db.session.execute(
         update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.lease_owner == queue.worker_id())
+        .where(Delivery.id == delivery_id, Delivery.lease_owner == queue.worker_id(), still)
         .values(lease_owner=None, lease_expires_at=None, **values),
         execution_options={"synchronize_session": False},
     )
     db.session.commit()
+
+
+def release(delivery_ids: list[int]) -> None:
+    """Give back this worker's leases on rows it will not send now (paused, cancelled): as they are."""
+    if not delivery_ids:
+        return
+    db.session.execute(
+        update(Delivery)
+        .where(among(Delivery.id, delivery_ids), Delivery.lease_owner == queue.worker_id())
+        .values(lease_owner=None, lease_expires_at=None),
+        execution_options={"synchronize_session": False},
+    )
+    db.session.commit()
+
+
+def release_expired(digest_id: int, now: datetime, marker: SentMarker | None = None) -> list[int] | None:
+    """Free the open rows whose lease ran out (their worker died), its journal written first.
+    The ids freed; None when the journal cannot be read now (the rows wait)."""
+    expired = Delivery.lease_expires_at < now
+    bounds = db.session.execute(select(func.min(Delivery.id), func.max(Delivery.id)).where(
+        Delivery.digest_id == digest_id, Delivery.status.in_(OPEN), expired)).one()
+    db.session.commit()
+    if bounds[0] is None:
+        return []
+    if not replay_journals(digest_id, bounds[0], bounds[1], now, marker):
+        return None
+    freed = db.session.scalars(
+        update(Delivery)
+        .where(Delivery.digest_id == digest_id, Delivery.status.in_(OPEN), expired)
+        .values(lease_owner=None, lease_expires_at=None)
+        .returning(Delivery.id),
+        execution_options={"synchronize_session": False},
+    ).all()
+    db.session.commit()
+    return sorted(freed)

@@ -6,12 +6,13 @@ import time
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 
+from ... import queue
 from ...errors import InvalidInput
-from ...extensions import db
+from ...extensions import among, db
 from ...models import Delivery, DeliveryStatus, Digest, DigestStatus
-from .claims import OPEN
+from .claims import OPEN, release_expired
 from .fanout import enqueue_ranges
 
 
@@ -76,11 +77,14 @@ def resume(digest_id: int, now: datetime) -> None:
 
 
 def cancel(digest_id: int, now: datetime) -> None:
+    """Every open row ends skipped, leased ones too: their worker sees the cancel before its next
+    message and stops (a message already on its way is still marked sent: it went)."""
+    release_expired(digest_id, now)  # what dead workers had sent (their journals), before the rest is skipped
     _transition(digest_id, [DigestStatus.SENDING, DigestStatus.PAUSED, DigestStatus.DRAFT,
                             DigestStatus.SCHEDULED], DigestStatus.CANCELLED)
     db.session.execute(
         update(Delivery)
-        .where(Delivery.digest_id == digest_id, Delivery.status.in_(OPEN), Delivery.lease_owner.is_(None))
+        .where(Delivery.digest_id == digest_id, Delivery.status.in_(OPEN))
         .values(status=DeliveryStatus.SKIPPED, last_error="digest cancelled"),
         execution_options={"synchronize_session": False},
     )
@@ -88,23 +92,46 @@ def cancel(digest_id: int, now: datetime) -> None:
 
 
 def sweep(now: datetime) -> int:
-    """Hand out again what a lost task, a flushed queue or a dead worker left: for each digest
-    being sent, the ranges holding due rows when no worker holds a live lease on any of its rows,
-    and always the ranges of deferred rows whose retry time has come."""
+    """Hand out again, for each digest being sent, the due rows no live worker holds: at once those
+    whose lease ran out (their worker died; its journal written first); all of them when the bulk
+    queue is empty (their tasks were lost: Redis flushed or restarted, broker down at fan-out), or,
+    when the broker cannot tell, once nothing has moved for DELIVERY_STALL_SECONDS. Never while the
+    queue still holds tasks: a long, slow send gets no duplicates. Returns the ranges handed out."""
     handed = 0
-    for digest_id in db.session.scalars(select(Digest.id).where(Digest.status == DigestStatus.SENDING)):
+    waiting = _UNASKED
+    for digest_id in list(db.session.scalars(select(Digest.id).where(Digest.status == DigestStatus.SENDING))):
         if finish_if_complete(digest_id, now):
             continue
-        busy = db.session.scalar(select(func.count()).select_from(Delivery).where(
-            Delivery.digest_id == digest_id, Delivery.lease_expires_at > now))
-        started = db.session.scalar(select(Digest.sent_at).where(Digest.id == digest_id)) or now
-        retry_due = db.session.scalar(select(func.count()).select_from(Delivery).where(
-            Delivery.digest_id == digest_id, Delivery.status == DeliveryStatus.DEFERRED,
-            Delivery.next_attempt_at <= now))
-        stalled = now - started > timedelta(seconds=current_app.config["DELIVERY_STALL_SECONDS"])
-        if retry_due or (not busy and stalled):
-            handed += enqueue_ranges(digest_id, only_open=True)
+        freed = release_expired(digest_id, now)
+        if not db.session.scalar(select(select(Delivery.id).where(_free(digest_id, now)).exists())):
+            continue
+        if waiting is _UNASKED:
+            waiting = queue.waiting_tasks(queue.BULK_QUEUE)  # once per sweep, and only when it matters
+        if waiting == 0 or (waiting is None and _stalled(digest_id, now)):
+            handed += enqueue_ranges(digest_id, where=_free(digest_id, now))
+        elif freed:
+            handed += enqueue_ranges(digest_id, where=among(Delivery.id, freed))
     return handed
+
+
+_UNASKED = object()
+
+
+def _free(digest_id: int, now: datetime):
+    """Rows due now that no worker holds."""
+    return and_(Delivery.digest_id == digest_id, Delivery.status.in_(OPEN), Delivery.next_attempt_at <= now,
+                Delivery.lease_owner.is_(None))
+
+
+def _stalled(digest_id: int, now: datetime) -> bool:
+    """No live lease, and nothing sent, for DELIVERY_STALL_SECONDS (counted from the start)."""
+    if db.session.scalar(select(select(Delivery.id).where(
+            Delivery.digest_id == digest_id, Delivery.lease_expires_at > now).exists())):
+        return False
+    started = db.session.scalar(select(Digest.sent_at).where(Digest.id == digest_id)) or now
+    last_sent = db.session.scalar(select(func.max(Delivery.sent_at)).where(Delivery.digest_id == digest_id))
+    moved = max(started, last_sent) if last_sent else started
+    return now - moved > timedelta(seconds=current_app.config["DELIVERY_STALL_SECONDS"])
 
 
 def wait_for(digest_id: int, on_progress, poll_seconds: float = 0.5, timeout: float | None = None) -> dict:

@@ -52,12 +52,15 @@ def start_sending(digest_id: int, now: datetime) -> int:
     return total
 
 
-def batch_ranges(digest_id: int, only_open: bool = False) -> list[tuple[int, int]]:
-    """Keyset ranges of a few hundred delivery ids each, from one query (window function)."""
+def batch_ranges(digest_id: int, only_open: bool = False, where=None) -> list[tuple[int, int]]:
+    """Keyset ranges of a few hundred delivery ids each (of the rows `where` picks), from one query
+    (window function)."""
     size = current_app.config["DELIVERY_BATCH_SIZE"]
     condition = Delivery.digest_id == digest_id
     if only_open:
         condition = and_(condition, Delivery.status.in_(OPEN))
+    if where is not None:
+        condition = and_(condition, where)
     numbered = select(Delivery.id, func.row_number().over(order_by=Delivery.id).label("n")).where(condition).subquery()
     starts = list(db.session.scalars(
         select(numbered.c.id).where((numbered.c.n - 1) % size == 0).order_by(numbered.c.id)))
@@ -68,8 +71,8 @@ def batch_ranges(digest_id: int, only_open: bool = False) -> list[tuple[int, int
     return list(zip(starts, ends))
 
 
-def enqueue_ranges(digest_id: int, only_open: bool = False) -> int:
-    ranges = batch_ranges(digest_id, only_open)
+def enqueue_ranges(digest_id: int, only_open: bool = False, where=None) -> int:
+    ranges = batch_ranges(digest_id, only_open, where)
     for first, last in ranges:
         if not enqueue(SEND_BATCH, digest_id, first, last):
             break  # broker down: the sweeper hands the rows out once it is back

@@ -20,6 +20,10 @@ from ...infra.redis_wire import RespClient, RespError
 log = logging.getLogger(__name__)
 
 JOURNAL_KEY = "newsletter:sent:"  # + the lease owner: the rows it has sent and not yet written
+# + the lease owner: set when each of its claims begins, so that a journal found without it was lost
+# (Redis restarted empty, or flushed) rather than empty.
+CLAIM_KEY = "newsletter:claim:"
+CLAIM_KEY_SECONDS = 86400  # (a claim's leases run out in seconds; this only tidies up after the dead)
 
 # The lease owner is queue.worker_id(), looked up per call (not imported by name) here and in claims,
 # so that one process can stand in for another worker, as the journal tests do.
@@ -37,11 +41,13 @@ class SentMarker:
     STATEMENTS = {
         b"mark_sent_row": b"UPDATE delivery SET status = 'sent', sent_at = $1, attempts = attempts + 1, "
                           b"lease_owner = NULL, lease_expires_at = NULL WHERE id = $2 AND lease_owner = $3",
-        # Only rows still open and leased by the worker that sent them: writing twice changes nothing.
+        # Only rows leased by the worker that sent them: writing twice changes nothing. Skipped: the
+        # digest was cancelled while the message was on its way; it went all the same.
         b"mark_sent_rows": b"UPDATE delivery AS d SET status = 'sent', sent_at = v.sent_at, "
                            b"attempts = d.attempts + 1, lease_owner = NULL, lease_expires_at = NULL "
                            b"FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, sent_at) "
-                           b"WHERE d.id = v.id AND d.lease_owner = $3 AND d.status IN ('pending', 'deferred')",
+                           b"WHERE d.id = v.id AND d.lease_owner = $3 "
+                           b"AND d.status IN ('pending', 'deferred', 'skipped')",
     }
 
     def __init__(self):
@@ -70,6 +76,20 @@ class SentMarker:
         self.database.execute(engine, b"mark_sent_row",
                               [_text(sent_at), b"%d" % delivery_id, queue.worker_id().encode()])
         return True
+
+    def begin_claim(self, engine, redis_url: str | None, now: datetime) -> None:
+        """Note in Redis that a claim begins (before its rows are leased): see CLAIM_KEY."""
+        if engine.dialect.name != "postgresql" or not redis_url:
+            return
+        if redis_url != self.journal_url or self.push_owner != queue.worker_id():
+            self._use_journal(redis_url)
+        if self.journal is None or time.monotonic() < self.journal_paused_until:
+            return
+        try:
+            self.journal.command("SET", CLAIM_KEY + self.push_owner, _micros(now), "EX", CLAIM_KEY_SECONDS)
+        except RespError as error:
+            log.warning("sent journal unavailable (%s): marking rows one by one for %d s", error, self.JOURNAL_PAUSE)
+            self.journal_paused_until = time.monotonic() + self.JOURNAL_PAUSE
 
     def _use_journal(self, redis_url: str) -> None:
         if self.journal is not None:
@@ -112,18 +132,18 @@ class SentMarker:
         except RespError:
             pass  # what is left names rows no longer open: replaying it changes nothing
 
-    def replay_owners(self, engine, redis_url: str, owners: list[str]) -> bool:
-        """Write what these workers, whose leases ran out, had journaled. False when the journal
-        cannot be read (or Redis failed less than JOURNAL_PAUSE seconds ago): their rows wait."""
+    def replay_owners(self, engine, redis_url: str, owners: dict[str, int]) -> bool:
+        """Write what these workers, whose leases ran out on so many open rows, had journaled. False
+        when the journal cannot be read (or Redis failed less than JOURNAL_PAUSE seconds ago): their rows wait."""
         if redis_url != self.journal_url:
             self._use_journal(redis_url)  # (the pause below is that of one Redis)
         if time.monotonic() < self.journal_paused_until:
             return False
         try:
-            for owner in owners:
+            for owner, leased in owners.items():
                 if owner == queue.worker_id():
                     self.flush(engine)  # our own, from a claim that stopped half-way
-                replayed = self.replay(engine, redis_url, owner)
+                replayed = self.replay(engine, redis_url, owner, leased)
                 if replayed:
                     log.info("wrote %d sent marks journaled by %s, whose lease ran out", replayed, owner)
         except RespError as error:
@@ -132,14 +152,19 @@ class SentMarker:
             return False
         return True
 
-    def replay(self, engine, redis_url: str, owner: str) -> int:
-        """Write what a worker whose lease ran out had journaled. Raises RespError."""
+    def replay(self, engine, redis_url: str, owner: str, leased: int = 0) -> int:
+        """Write what a worker whose lease ran out (on `leased` open rows) had journaled. Raises RespError."""
         client = self._client(redis_url)
         entries = client.command("LRANGE", JOURNAL_KEY + owner, 0, -1) or []
+        if leased and not client.command("EXISTS", CLAIM_KEY + owner):
+            # Redis lost the journal (restarted without persistence, or flushed): what the worker
+            # sent of this claim and had not written is unknown, and goes out again.
+            log.warning("the sent journal of %s was lost (Redis restarted empty? production needs appendonly yes): "
+                        "up to %d messages of its claim may be sent a second time", owner, leased)
         if entries:
             marks = [(int(i), _from_micros(int(m))) for i, m in (entry.split() for entry in entries)]
             self.database.execute(engine, b"mark_sent_rows", [*_arrays(marks), owner.encode()])
-        client.command("DEL", JOURNAL_KEY + owner)
+        client.command("DEL", JOURNAL_KEY + owner, CLAIM_KEY + owner)
         return len(entries)
 
     def _client(self, redis_url: str) -> RespClient:
