@@ -21,6 +21,7 @@ from tests.support.database import base_config, drop_pg_database, make_pg_databa
 BASE_URL = "https://news.example.org"  # what base_config gives the web app; the worker gets the same
 MAIL_FROM = "Example News <news@news.example.org>"
 SECRET_KEY = "test-secret-key"
+MAIL_POSTAL_ADDRESS = "Example News Ltd, 1 High Street, Springfield"
 
 READY_TIMEOUT = 60
 MAIL_TIMEOUT = 30
@@ -154,6 +155,7 @@ class Harness:
             SMTP_URL=self.smtp.url,
             SMTP_TIMEOUT="10",
             MAIL_FROM=MAIL_FROM,
+            MAIL_POSTAL_ADDRESS=MAIL_POSTAL_ADDRESS,  # outside testing no digest is sent without it
             BASE_URL=BASE_URL,
             INSTANCE_DIR=str(self.instance_dir),
             FLASK_DEBUG="0",
