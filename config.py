@@ -20,6 +20,8 @@ PROJECT_DIR = Path(__file__).resolve().parent
 
 # The SECRET_KEY used when none is set. create_app refuses to start with it outside debug/testing.
 DEFAULT_SECRET_KEY = "dev-only-insecure-secret-key"
+# MAIL_POSTAL_ADDRESS until one is set: `flask check` reports it; outside debug/testing no digest is sent with it.
+POSTAL_ADDRESS_PLACEHOLDER = "Postal address not configured (set MAIL_POSTAL_ADDRESS)"
 
 
 def _sqlite_url(path: Path) -> str:
@@ -65,6 +67,10 @@ def no_trailing_slash(value: str) -> str:
     return value.rstrip("/")
 
 
+class InvalidSetting(ValueError):
+    """A variable whose text its type does not take: the configuration cannot load."""
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # the environment variable
@@ -82,7 +88,10 @@ class Setting:
         raw = environ.get(self.name)
         if raw is None or raw == "":  # an empty variable counts as unset
             raw = self.default(config) if callable(self.default) else self.default
-        return None if raw is None else self.type(raw)
+        try:
+            return None if raw is None else self.type(raw)
+        except ValueError as error:
+            raise InvalidSetting(f"{self.name}: {error}") from None
 
 
 DAY = 24 * 3600
@@ -141,8 +150,7 @@ SETTINGS = (
     Setting("DELIVERY_STALL_SECONDS", float, "30", "seconds without progress before a digest's work is re-handed"),
 
     # Digests out.
-    Setting("MAIL_POSTAL_ADDRESS", text, "Postal address not configured (set MAIL_POSTAL_ADDRESS)",
-            "the sender's postal address in every digest footer"),
+    Setting("MAIL_POSTAL_ADDRESS", text, POSTAL_ADDRESS_PLACEHOLDER, "the sender's postal address in every digest footer"),
     Setting("LIST_ID", text, None, 'the List-Id header (default: "SITE_NAME" <newsletter.FROM-DOMAIN>)'),
     Setting("DIGEST_SCHEDULE", text, None, 'when to compose and send a digest, cron syntax, e.g. "0 7 * * *"'),
     Setting("DIGEST_TIMEZONE", text, "UTC", "the zone of DIGEST_SCHEDULE"),
@@ -172,6 +180,8 @@ SETTINGS = (
     Setting("PROMETHEUS_MULTIPROC_DIR", text, None, "the prometheus-client multiprocess directory"),
     Setting("SENTRY_DSN", text, None, "report errors of web and workers to Sentry when set"),
     Setting("READINESS_TIMEOUT", float, "2", "seconds each check of /readyz may take"),
+    # The Procfile's `gunicorn --workers`; `flask check` reads it to tell SQLite apart from its limits.
+    Setting("WEB_CONCURRENCY", int, "2", "web processes gunicorn starts (the Procfile's --workers)"),
 )
 
 
@@ -183,6 +193,10 @@ class Config:
 
         # Flask's and its extensions' own settings, fixed or derived from the ones above.
         self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
+        # Redis out of reach: limits go on in this process's memory (one WARNING per outage) rather
+        # than failing signups and logins; a Redis that hangs costs a request a second at most.
+        self.RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+        self.RATELIMIT_STORAGE_OPTIONS = {"socket_connect_timeout": 1, "socket_timeout": 1}
         self.RATELIMIT_HEADERS_ENABLED = True
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.WTF_CSRF_TIME_LIMIT = None  # the session holds the token; the form token carries its own age

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import sqlite3
+import time
 import uuid
 
 from celery import Celery, Task
@@ -31,6 +32,21 @@ FETCH_FEEDS_NOW = "workers.tasks.fetch_feeds_now"  # the console's button: one F
 DIGEST_TICK = "workers.tasks.digest_schedule_tick"
 SEND_SCHEDULED = "workers.tasks.send_scheduled_digests"
 
+# Seconds one publish may wait on the broker's socket (connect, each reply). A consumer waits
+# longer (its BRPOP blocks for a second); a publish is one short command.
+PUBLISH_TIMEOUT = 2
+# After a publish failed, this process skips publishing to that broker for this long: while a
+# broker hangs, one signup in this window waits for its timeouts, not every one (the sweepers
+# publish what was skipped).
+PUBLISH_PAUSE_SECONDS = 5.0
+
+
+class _Celery(Celery):
+    def connection_for_write(self, url=None, **kwargs):
+        kwargs["transport_options"] = {**_publish_timeouts(self.conf.broker_write_url),
+                                       **(kwargs.get("transport_options") or {})}
+        return super().connection_for_write(url, **kwargs)
+
 
 def celery_init_app(app: Flask) -> Celery:
     class FlaskTask(Task):
@@ -39,7 +55,7 @@ def celery_init_app(app: Flask) -> Celery:
                 return self.run(*args, **kwargs)
 
     broker_url = app.config["CELERY_BROKER_URL"]
-    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app = _Celery(app.name, task_cls=FlaskTask)
     celery_app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,
@@ -93,6 +109,12 @@ def _transport_options(broker_url: str) -> dict:
     return {}
 
 
+def _publish_timeouts(broker_url: str) -> dict:
+    if broker_url.startswith(("redis://", "rediss://")):
+        return {"socket_connect_timeout": PUBLISH_TIMEOUT, "socket_timeout": PUBLISH_TIMEOUT}
+    return {}
+
+
 def _sqlite_wal(path: str) -> None:
     if path in ("", ":memory:"):
         return
@@ -131,11 +153,20 @@ def waiting_tasks(queue_name: str = BULK_QUEUE) -> int | None:
         return None
 
 
+_publish_paused_until: dict[str, float] = {}  # broker URL: time.monotonic() of the next try
+
+
 def enqueue(task_name: str, *args) -> bool:
     """Wake a worker for committed rows. False (and a log line) when the broker is out of reach."""
+    celery_app = current_app.extensions["celery"]
+    broker = celery_app.conf.broker_write_url
+    if time.monotonic() < _publish_paused_until.get(broker, 0.0):
+        return False  # it failed a moment ago: the sweeper will find the rows
     try:
-        current_app.extensions["celery"].send_task(task_name, args=args)
+        celery_app.send_task(task_name, args=args)
         return True
     except Exception as exc:  # any broker failure: the sweeper will find the rows
-        log.warning("could not enqueue %s%r, the sweeper will retry: %s", task_name, args, exc)
+        _publish_paused_until[broker] = time.monotonic() + PUBLISH_PAUSE_SECONDS
+        log.warning("could not enqueue %s%r, the sweeper will retry (publishing pauses for %gs): %s",
+                    task_name, args, PUBLISH_PAUSE_SECONDS, exc)
         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from flask import current_app
@@ -16,6 +17,9 @@ from ..models import DIGEST_SENT_STATES, Article, Digest, DigestArticle, DigestS
 from ..validation import normalize_email, reject_control_characters
 from . import delivery, operators
 from ..text import truncate
+from .readiness import NotReadyToSend
+
+log = logging.getLogger(__name__)
 
 # A digest carries at most this many articles, the newest; the others wait for the next one.
 # Past about 100 kB of HTML Gmail clips a message, and the unsubscribe footer with it.
@@ -203,6 +207,10 @@ def send_due_scheduled(now: datetime) -> list[int]:
     for digest_id in due:
         try:
             total = delivery.start_sending(digest_id, now)
+        except NotReadyToSend as refusal:  # it stays scheduled: the next tick after the fix sends it
+            db.session.rollback()
+            log.warning("scheduled digest %s not sent: %s", digest_id, refusal.message)
+            continue
         except InvalidInput:  # sent, cancelled or started by another tick meanwhile
             db.session.rollback()
             continue

@@ -89,7 +89,9 @@ def tick(now: datetime, compose_and_send) -> TickResult:
 def compose_and_send(now: datetime) -> int | None:
     """What a due slot does: a digest of what is new, sent to everyone; nothing when nothing is new."""
     from . import delivery, digests
+    from .readiness import refuse_placeholder_postal_address
 
+    refuse_placeholder_postal_address(current_app.config)  # before composing: no draft left behind per slot
     digest = digests.create_digest(now)
     if digest is None:
         return None

@@ -22,6 +22,7 @@ from tests.support.waiting import wait_until  # noqa: F401  (the e2e tests impor
 BASE_URL = "https://news.example.org"  # what base_config gives the web app; the worker gets the same
 MAIL_FROM = "Example News <news@news.example.org>"
 SECRET_KEY = "test-secret-key"
+MAIL_POSTAL_ADDRESS = "Example News Ltd, 1 High Street, Springfield"
 
 READY_TIMEOUT = 60
 MAIL_TIMEOUT = 30
@@ -155,6 +156,7 @@ class Harness:
             SMTP_URL=self.smtp.url,
             SMTP_TIMEOUT="10",
             MAIL_FROM=MAIL_FROM,
+            MAIL_POSTAL_ADDRESS=MAIL_POSTAL_ADDRESS,  # outside testing no digest is sent without it
             BASE_URL=BASE_URL,
             INSTANCE_DIR=str(self.instance_dir),
             FLASK_DEBUG="0",

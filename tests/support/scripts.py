@@ -23,3 +23,15 @@ def run_python(code: str, **env) -> subprocess.CompletedProcess:
                             capture_output=True, text=True, timeout=SCRIPT_TIMEOUT, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, f"script failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
     return result
+
+
+def run_flask(*args: str, **env) -> subprocess.CompletedProcess:
+    """`flask --app wsgi ARGS` in a process of its own, on the embedded defaults but for `env`: no
+    setting of the outer environment reaches it. Returns whatever the command did."""
+    from config import SETTINGS
+
+    declared = {setting.name for setting in SETTINGS}
+    environment = {name: value for name, value in os.environ.items() if name not in CLEARED and name not in declared}
+    environment.update({name: str(value) for name, value in env.items()})
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=PROJECT_DIR, env=environment,
+                          capture_output=True, text=True, timeout=SCRIPT_TIMEOUT, stdin=subprocess.DEVNULL)

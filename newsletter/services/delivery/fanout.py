@@ -11,11 +11,13 @@ from ...errors import InvalidInput
 from ...extensions import db
 from ...models import Delivery, DeliveryStatus, Digest, DigestStatus, Subscriber, SubscriberStatus, UTCDateTime
 from ...queue import SEND_BATCH, enqueue
+from ..readiness import refuse_placeholder_postal_address
 from .claims import OPEN
 
 
 def start_sending(digest_id: int, now: datetime) -> int:
     """Move a draft (or scheduled) digest to `sending` and write its deliveries. Returns their count."""
+    refuse_placeholder_postal_address(current_app.config)
     digest = db.session.get(Digest, digest_id)
     if digest is None:
         raise InvalidInput("digest", f"No digest with id {digest_id}.")

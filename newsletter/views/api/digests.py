@@ -12,6 +12,7 @@ from ...clock import now
 from ...errors import InvalidInput
 from ...models import Digest, Role
 from ...services import delivery, digests
+from ...services.readiness import NotReadyToSend
 from . import parsing, schemas
 from .blueprint import audit, bp
 from .representations import digest_json, error, json_of
@@ -76,6 +77,8 @@ def _control(digest_id: int, action: str, change, code: int = 200):
     clock = now()
     try:
         change(digest_id, clock)
+    except NotReadyToSend:
+        raise  # a setting, not the digest's state: 400 naming it (the blueprint's handler)
     except InvalidInput as problem:  # the digest is not in a state this change starts from
         return error(409, problem.message)
     status = _status(digest_id)

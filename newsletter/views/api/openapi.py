@@ -218,9 +218,10 @@ def _paths() -> dict:
             errors=("404",), parameters=(digest_id,))},
         "/api/v1/digests/{digest_id}/send": {"post": _operation(
             "sendDigest", "digests", "Send a draft to every confirmed subscriber", Role.EDITOR,
-            {"202": _answer("Sending has started.", _ref(schemas.DeliveryStatus))}, errors=("404", "409"),
+            {"202": _answer("Sending has started.", _ref(schemas.DeliveryStatus))}, errors=("400", "404", "409"),
             parameters=(digest_id,),
-            description="Each confirmed subscriber gets it exactly once. 409 unless the digest is a draft.")},
+            description="Each confirmed subscriber gets it exactly once. 409 unless the digest is a draft. 400 "
+                        "(field MAIL_POSTAL_ADDRESS) while the postal address is the placeholder, outside debug.")},
         "/api/v1/digests/{digest_id}/pause": control(
             "pause", "Pause sending", "Workers stop after the batch in hand. 409 unless sending."),
         "/api/v1/digests/{digest_id}/resume": control(
