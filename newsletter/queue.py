@@ -30,6 +30,8 @@ FETCH_FEEDS = "workers.tasks.fetch_feeds"
 FETCH_FEEDS_NOW = "workers.tasks.fetch_feeds_now"  # the console's button: one FeedFetchRun
 DIGEST_TICK = "workers.tasks.digest_schedule_tick"
 SEND_SCHEDULED = "workers.tasks.send_scheduled_digests"
+RUN_IMPORT = "workers.tasks.run_import_job"  # the console's CSV import: bulk work, on the bulk queue
+SWEEP_IMPORTS = "workers.tasks.sweep_import_jobs"
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -56,7 +58,8 @@ def celery_init_app(app: Flask) -> Celery:
         task_default_queue=BULK_QUEUE,
         # Small, urgent work never waits behind a digest's batches.
         task_routes={name: {"queue": TRANSACTIONAL_QUEUE}
-                     for name in (SEND_OUTBOUND, SWEEP_OUTBOX, SWEEP_DELIVERIES, DIGEST_TICK, SEND_SCHEDULED)},
+                     for name in (SEND_OUTBOUND, SWEEP_OUTBOX, SWEEP_DELIVERIES, DIGEST_TICK, SEND_SCHEDULED,
+                                  SWEEP_IMPORTS)},
         task_time_limit=600,
         beat_schedule=_beat_schedule(app.config),
         beat_schedule_filename=str(app.config["INSTANCE_DIR"] / "celerybeat-schedule"),
@@ -73,6 +76,8 @@ def _beat_schedule(config) -> dict:
         "sweep-deliveries": {"task": SWEEP_DELIVERIES, "schedule": config["DELIVERY_SWEEP_SECONDS"]},
         # Digests an operator scheduled for a time of their choosing.
         "send-scheduled-digests": {"task": SEND_SCHEDULED, "schedule": 60.0},
+        # Import jobs whose worker died, or whose message was lost, are handed on.
+        "sweep-import-jobs": {"task": SWEEP_IMPORTS, "schedule": config["IMPORT_STALE_SECONDS"] / 2},
     }
     if config["FEED_URLS"]:
         schedule["fetch-feeds"] = {"task": FETCH_FEEDS, "schedule": config["FEED_FETCH_SECONDS"]}

@@ -31,6 +31,7 @@ from newsletter.models import (
 from newsletter.services import operators, suppression
 
 from tests.support.forms import OPERATOR_PASSWORD, form_fields, log_in
+from tests.support.imports import run_import_and_open_its_page
 
 PASSWORD = OPERATOR_PASSWORD
 ADA = "ada@example.com"
@@ -73,11 +74,16 @@ def count(model, *conditions) -> int:
 
 
 def upload(client, content: bytes | str, source="Old list, 2025 form", confirmed=True, filename="list.csv"):
+    """The upload, the worker's run of its job (here, in this process), and the job's page after it:
+    or the refusal, when the upload was refused."""
     data = {"csrf_token": csrf(client), "consent_source": source,
             "file": (io.BytesIO(content.encode() if isinstance(content, str) else content), filename)}
     if confirmed:
         data["confirmed"] = "yes"
-    return client.post("/console/subscribers/import", data=data, content_type="multipart/form-data")
+    response = client.post("/console/subscribers/import", data=data, content_type="multipart/form-data")
+    if response.status_code != 303:
+        return response
+    return run_import_and_open_its_page(client, response.headers["Location"])
 
 
 def audit_events(action) -> list[AuditEvent]:
