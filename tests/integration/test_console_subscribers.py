@@ -356,6 +356,21 @@ def test_csv_export_streams_every_subscriber_and_is_audited(app, admin, clock):
         assert json.loads(event.detail) == {"rows": 2501}
 
 
+FORMULA_ADDRESSES = ["=1+2@example.com", "+cmd|'/ccalc'!a0@example.com", "-2+3@example.com"]
+
+
+def test_csv_export_escapes_a_formula_in_every_cell_the_address_too(app, admin):
+    # Valid addresses, taken in by the import like any other, that a spreadsheet would run as formulas.
+    html = upload(admin, "email,name\n" + "".join(f"{email},@SUM(1+1)\n" for email in FORMULA_ADDRESSES)
+                  ).get_data(as_text=True)
+    assert 'id="imported">3<' in html
+    response = admin.post("/console/subscribers/export.csv", data={"csrf_token": csrf(admin)})
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))[1:]
+    assert [(row[0], row[1]) for row in rows] == [("'" + email, "'@SUM(1+1)") for email in FORMULA_ADDRESSES]
+    formula = re.compile(r"^[=+\-@\t\r]")
+    assert [cell for row in rows for cell in row if formula.match(cell)] == []
+
+
 # --- GDPR --------------------------------------------------------------------------------------------
 
 
