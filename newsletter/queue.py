@@ -31,7 +31,7 @@ FETCH_FEEDS_NOW = "workers.tasks.fetch_feeds_now"  # the console's button: one F
 DIGEST_TICK = "workers.tasks.digest_schedule_tick"
 SEND_SCHEDULED = "workers.tasks.send_scheduled_digests"
 RUN_IMPORT = "workers.tasks.run_import_job"  # the console's CSV import: bulk work, on the bulk queue
-SWEEP_IMPORTS = "workers.tasks.sweep_import_jobs"
+SWEEP_IMPORTS = "workers.tasks.sweep_import_jobs"  # on bulk too: what it wakes waits there anyway
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -58,8 +58,7 @@ def celery_init_app(app: Flask) -> Celery:
         task_default_queue=BULK_QUEUE,
         # Small, urgent work never waits behind a digest's batches.
         task_routes={name: {"queue": TRANSACTIONAL_QUEUE}
-                     for name in (SEND_OUTBOUND, SWEEP_OUTBOX, SWEEP_DELIVERIES, DIGEST_TICK, SEND_SCHEDULED,
-                                  SWEEP_IMPORTS)},
+                     for name in (SEND_OUTBOUND, SWEEP_OUTBOX, SWEEP_DELIVERIES, DIGEST_TICK, SEND_SCHEDULED)},
         task_time_limit=600,
         beat_schedule=_beat_schedule(app.config),
         beat_schedule_filename=str(app.config["INSTANCE_DIR"] / "celerybeat-schedule"),

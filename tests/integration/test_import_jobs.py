@@ -296,11 +296,14 @@ def test_a_job_that_keeps_failing_stops_for_good_and_says_so(app, admin, clock, 
 # --- the wake-ups -------------------------------------------------------------------------------------
 
 
+BROKER_DB = 9
+
+
 @pytest.fixture
 def broker(app, redis_server):
-    client = redis_server.client(9)
+    client = redis_server.client(BROKER_DB)
     client.flushdb()
-    app.extensions["celery"].conf.broker_url = redis_server.url(9)
+    app.extensions["celery"].conf.broker_url = redis_server.url(BROKER_DB)
     yield client
     app.extensions["celery"].close()
     client.flushdb()
