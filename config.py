@@ -130,6 +130,9 @@ SETTINGS = (
     Setting("OUTBOX_LEASE_SECONDS", int, "120", "how long a claimed confirmation is one worker's"),
     Setting("OUTBOX_EXPIRY_SECONDS", int, str(3 * DAY), "a confirmation still failing this long fails for good"),
 
+    # Console CSV imports, run by workers: a job silent this long lost its worker and is resumed.
+    Setting("IMPORT_STALE_SECONDS", float, "60", "seconds without a committed batch before an import job is resumed"),
+
     # Articles in.
     Setting("FEED_URLS", comma_list, "", "RSS/Atom feeds beat fetches, comma-separated"),
     Setting("FEED_FETCH_SECONDS", float, "900", "how often beat fetches FEED_URLS"),

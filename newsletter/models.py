@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     JSON,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -398,3 +399,55 @@ class UsedFormToken(db.Model):
 
     nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # the token is refused after it anyway
+
+
+class ImportState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # stopped after repeated errors: what was committed is in the counts
+
+
+class ImportJob(db.Model):
+    """A console CSV upload, imported by workers in batches. Each batch commits with the checkpoint
+    (rows_read and the counts), so a run that dies resumes from its last batch; the file is kept
+    only until the job ends (it holds addresses an erasure must not leave behind)."""
+
+    __tablename__ = "import_job"
+    __table_args__ = (Index("ix_import_job_open", "state", "heartbeat_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operator.id"))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    filename: Mapped[str] = mapped_column(String(255))
+    consent_source: Mapped[str] = mapped_column(String(512))
+    confirmed: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[ImportState] = mapped_column(_enum(ImportState))
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # the uploaded file
+    total_rows: Mapped[int] = mapped_column(Integer)
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)  # rows of the file done by committed batches
+    imported: Mapped[int] = mapped_column(Integer, default=0)
+    skipped_existing: Mapped[int] = mapped_column(Integer, default=0)
+    skipped_suppressed: Mapped[int] = mapped_column(Integer, default=0)
+    skipped_duplicate: Mapped[int] = mapped_column(Integer, default=0)
+    bad_rows: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    failed_runs: Mapped[int] = mapped_column(Integer, default=0)  # runs in a row that ended without a batch
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the last claim or committed batch
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    operator: Mapped[Operator | None] = relationship()
+
+
+class ImportBadRow(db.Model):
+    """A row of an import that was not imported, by the line it starts on: written with its batch."""
+
+    __tablename__ = "import_bad_row"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("import_job.id"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(500))

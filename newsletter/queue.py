@@ -31,6 +31,8 @@ FETCH_FEEDS = "workers.tasks.fetch_feeds"
 FETCH_FEEDS_NOW = "workers.tasks.fetch_feeds_now"  # the console's button: one FeedFetchRun
 DIGEST_TICK = "workers.tasks.digest_schedule_tick"
 SEND_SCHEDULED = "workers.tasks.send_scheduled_digests"
+RUN_IMPORT = "workers.tasks.run_import_job"  # the console's CSV import: bulk work, on the bulk queue
+SWEEP_IMPORTS = "workers.tasks.sweep_import_jobs"  # on bulk too: what it wakes waits there anyway
 
 # Seconds one publish may wait on the broker's socket (connect, each reply). A consumer waits
 # longer (its BRPOP blocks for a second); a publish is one short command.
@@ -89,6 +91,8 @@ def _beat_schedule(config) -> dict:
         "sweep-deliveries": {"task": SWEEP_DELIVERIES, "schedule": config["DELIVERY_SWEEP_SECONDS"]},
         # Digests an operator scheduled for a time of their choosing.
         "send-scheduled-digests": {"task": SEND_SCHEDULED, "schedule": 60.0},
+        # Import jobs whose worker died, or whose message was lost, are handed on.
+        "sweep-import-jobs": {"task": SWEEP_IMPORTS, "schedule": config["IMPORT_STALE_SECONDS"] / 2},
     }
     if config["FEED_URLS"]:
         schedule["fetch-feeds"] = {"task": FETCH_FEEDS, "schedule": config["FEED_FETCH_SECONDS"]}

@@ -3,9 +3,9 @@
 from celery import shared_task
 
 from newsletter.clock import now
-from newsletter.queue import (DIGEST_TICK, FETCH_FEEDS, FETCH_FEEDS_NOW, SEND_BATCH, SEND_OUTBOUND, SEND_SCHEDULED,
-                              SWEEP_DELIVERIES, SWEEP_OUTBOX)
-from newsletter.services import delivery, digests, feeds, fetch_runs, outbox, schedule
+from newsletter.queue import (DIGEST_TICK, FETCH_FEEDS, FETCH_FEEDS_NOW, RUN_IMPORT, SEND_BATCH, SEND_OUTBOUND,
+                              SEND_SCHEDULED, SWEEP_DELIVERIES, SWEEP_IMPORTS, SWEEP_OUTBOX)
+from newsletter.services import delivery, digests, feeds, fetch_runs, import_jobs, outbox, schedule
 
 
 @shared_task(name=SEND_OUTBOUND)
@@ -47,3 +47,14 @@ def send_scheduled_digests() -> list[int]:
 def fetch_feeds_now(run_id: int) -> str | None:
     status = fetch_runs.run_fetch(run_id, now)
     return status.value if status else None
+
+
+@shared_task(name=RUN_IMPORT)
+def run_import_job(job_id: int) -> str | None:
+    state = import_jobs.run_job(job_id, now)
+    return state.value if state else None
+
+
+@shared_task(name=SWEEP_IMPORTS)
+def sweep_import_jobs() -> int:
+    return import_jobs.sweep(now())

@@ -33,14 +33,13 @@ def subscribers_consent(email):
 def subscribers_import(file, consent_source, confirmed):
     """Import FILE.csv (columns: email, optional name). Present or suppressed addresses are skipped."""
     with open(file, "rb") as handle:
-        total = max(sum(1 for _ in handle) - 1, 0)
-        handle.seek(0)
-        with click.progressbar(length=total, label="Importing", show_pos=True, show_percent=True,
-                               file=sys.stderr) as bar:
-            try:
+        try:
+            total = importer.inspect_csv(handle)  # a file it cannot read is refused before the bar starts
+            with click.progressbar(length=total, label="Importing", show_pos=True, show_percent=True,
+                                   file=sys.stderr) as bar:
                 report = importer.import_subscribers(handle, consent_source, confirmed, now(), progress=bar.update)
-            except InvalidInput as error:
-                raise click.ClickException(error.message) from None
+        except InvalidInput as error:
+            raise click.ClickException(error.message) from None
     click.echo(f"Imported {report.imported} ({'confirmed' if confirmed else 'pending, confirmation emails queued'}); "
                f"skipped {report.skipped_existing} already present, {report.skipped_suppressed} suppressed, "
                f"{report.skipped_duplicate} repeated in the file; {len(report.errors)} bad rows.")

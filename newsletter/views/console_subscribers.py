@@ -4,6 +4,9 @@ their consent ledger, and the admin's data tools: CSV import and export, GDPR ex
 Viewers read; only admins move personal data in or out, or erase it. Every one of those actions is
 audited and committed before the response goes out. Exports are POSTs with the CSRF token: an
 export is an audited disclosure, which a link, a prefetch or another site's <img> must not trigger.
+An import is a job a worker does (services/import_jobs): the upload answers at once with the job's
+page, which reloads itself until the report is there; its bad rows (lines and reasons, nobody's
+data) download with a plain link.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from ..auth import requires
 from ..clock import now
 from ..errors import InvalidInput
 from ..extensions import db
-from ..models import MAX_ID, Delivery, OutboundEmail, Role, Subscriber, SubscriberStatus
-from ..services import exporter, gdpr, importer, operators, subscriptions
+from ..models import MAX_ID, Delivery, ImportJob, OutboundEmail, Role, Subscriber, SubscriberStatus
+from ..services import exporter, gdpr, import_jobs, operators, subscriptions
 from ..validation import consent_given
 from ..times import iso_z
 
@@ -27,7 +30,7 @@ bp = Blueprint("console_subscribers", __name__, url_prefix="/console/subscribers
 
 PAGE_SIZE = 50
 MAX_SEARCH = 254
-SHOWN_BAD_ROWS = 500
+IMPORT_REFRESH_SECONDS = 2  # how often the page of an import still running reloads itself (meta refresh: no script)
 
 
 
@@ -122,7 +125,7 @@ def show(subscriber_id):
 @requires(Role.ADMIN)
 def import_form():
     if request.method == "GET":
-        return render_template("console/subscribers/import.html", form={})
+        return render_template("console/subscribers/import.html", form={}, jobs=import_jobs.recent_jobs())
     source = request.form.get("consent_source", "").strip()
     confirmed = consent_given(request.form.get("confirmed"))
     upload = request.files.get("file")
@@ -132,23 +135,39 @@ def import_form():
                                                  "the tool the list comes from): it is recorded with each of them.")
         if upload is None or not upload.filename:
             raise InvalidInput("file", "Choose a CSV file to import.")
-        report = importer.import_subscribers(upload.stream, source, confirmed, now())
+        job = import_jobs.create_job(current_user, upload.filename, upload.stream, source, confirmed,
+                                     request.remote_addr, now())
     except InvalidInput as error:
         db.session.rollback()
         flash(error.message, "error")
-        return render_template("console/subscribers/import.html", form=request.form), 400
-    operators.audit(current_user, "subscribers.import", None, {
-        "consent_source": source, "confirmed": confirmed, "imported": report.imported,
-        "skipped_existing": report.skipped_existing, "skipped_suppressed": report.skipped_suppressed,
-        "skipped_duplicate": report.skipped_duplicate, "bad_rows": len(report.errors),
-    }, request.remote_addr, now())
-    db.session.commit()
-    flash(f"Imported {report.imported:,} subscribers"
-          f" ({'confirmed' if confirmed else 'pending, each sent a confirmation email'}).", "notice")
-    if report.errors:
-        flash(f"{len(report.errors):,} rows could not be imported; they are listed below by line.", "error")
-    return render_template("console/subscribers/import.html", form={}, report=report, confirmed=confirmed,
-                           bad_rows=report.errors[:SHOWN_BAD_ROWS])
+        return render_template("console/subscribers/import.html", form=request.form,
+                               jobs=import_jobs.recent_jobs()), 400
+    return redirect(url_for("console_subscribers.import_job", job_id=job.id), 303)
+
+
+@bp.get("/imports/<int:job_id>")
+@requires(Role.ADMIN)
+def import_job(job_id):
+    job = _import_job_or_404(job_id)
+    return render_template("console/subscribers/import_job.html", job=job, stalled=import_jobs.is_stalled(job, now()),
+                           bad_rows=import_jobs.first_bad_rows(job.id), refresh_seconds=IMPORT_REFRESH_SECONDS)
+
+
+@bp.get("/imports/<int:job_id>/bad-rows.csv")
+@requires(Role.ADMIN)
+def import_bad_rows(job_id):
+    job = _import_job_or_404(job_id)
+    response = Response(exporter.bad_rows_csv(job.id), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="import-{job.id}-bad-rows.csv"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _import_job_or_404(job_id: int) -> ImportJob:
+    job = db.session.get(ImportJob, job_id) if job_id <= MAX_ID else None
+    if job is None:
+        abort(404)
+    return job
 
 
 # --- CSV export ----------------------------------------------------------------------------------

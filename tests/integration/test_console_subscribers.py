@@ -32,6 +32,8 @@ from newsletter.services import operators, suppression
 from tests.support.console import ConsoleForms, create_operators, flashes, logged_in
 from tests.support.forms import form_fields
 
+from tests.support.imports import run_import_and_open_its_page
+
 ADA = "ada@example.com"
 
 
@@ -63,11 +65,16 @@ def count(model, *conditions) -> int:
 
 
 def upload(client, content: bytes | str, source="Old list, 2025 form", confirmed=True, filename="list.csv"):
+    """The upload, the worker's run of its job (here, in this process), and the job's page after it:
+    or the refusal, when the upload was refused."""
     data = {"csrf_token": csrf(client), "consent_source": source,
             "file": (io.BytesIO(content.encode() if isinstance(content, str) else content), filename)}
     if confirmed:
         data["confirmed"] = "yes"
-    return client.post("/console/subscribers/import", data=data, content_type="multipart/form-data")
+    response = client.post("/console/subscribers/import", data=data, content_type="multipart/form-data")
+    if response.status_code != 303:
+        return response
+    return run_import_and_open_its_page(client, response.headers["Location"])
 
 
 def audit_events(action) -> list[AuditEvent]:
@@ -331,6 +338,21 @@ def test_csv_export_streams_every_subscriber_and_is_audited(app, admin, clock):
     with app.app_context():
         [event] = audit_events("subscribers.export")
         assert json.loads(event.detail) == {"rows": 2501}
+
+
+FORMULA_ADDRESSES = ["=1+2@example.com", "+cmd|'/ccalc'!a0@example.com", "-2+3@example.com"]
+
+
+def test_csv_export_escapes_a_formula_in_every_cell_the_address_too(app, admin):
+    # Valid addresses, taken in by the import like any other, that a spreadsheet would run as formulas.
+    html = upload(admin, "email,name\n" + "".join(f"{email},@SUM(1+1)\n" for email in FORMULA_ADDRESSES)
+                  ).get_data(as_text=True)
+    assert 'id="imported">3<' in html
+    response = admin.post("/console/subscribers/export.csv", data={"csrf_token": csrf(admin)})
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))[1:]
+    assert [(row[0], row[1]) for row in rows] == [("'" + email, "'@SUM(1+1)") for email in FORMULA_ADDRESSES]
+    formula = re.compile(r"^[=+\-@\t\r]")
+    assert [cell for row in rows for cell in row if formula.match(cell)] == []
 
 
 # --- GDPR --------------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """`subscribers import FILE.csv`: batched, consent source recorded, bad rows named by line."""
 
+import codecs
+
+import pytest
 from sqlalchemy import func, select
 
 from newsletter.extensions import db
@@ -74,3 +77,40 @@ def test_import_refuses_a_file_that_is_not_utf8_and_imports_nothing(app, runner,
     assert result.exit_code == 1 and "Line 3 of the file is not UTF-8 text" in result.output
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 0
+
+
+def assert_refused_cleanly(app, result, message):
+    assert result.exit_code == 1, result.output
+    assert f"Error: {message}" in result.output, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    assert "Importing" not in result.output  # refused before the progress bar, and before any batch
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 0
+
+
+UTF16_REFUSED = "The file is UTF-16 text, not UTF-8. Save the file as “CSV UTF-8” and try again."
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-16-le"])  # BOM first; none (Excel's "Unicode")
+def test_import_refuses_a_utf16_file_with_a_clear_message(app, runner, tmp_path, encoding):
+    path = tmp_path / "utf16.csv"
+    content = "email,name\nada@example.com,Ada\n".encode(encoding)
+    path.write_bytes(content if encoding != "utf-16-be" else codecs.BOM_UTF16_BE + content)
+    result = runner.invoke(args=["subscribers", "import", str(path), "--consent-source", "x"])
+    assert_refused_cleanly(app, result, UTF16_REFUSED)
+
+
+def test_import_refuses_a_latin1_file_naming_the_line(app, runner, tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(("email,name\n" + "".join(f"r{n}@example.com,R\n" for n in range(2500))
+                      + "zoe@example.com,Zo\u00eb\n").encode("latin-1"))
+    result = runner.invoke(args=["subscribers", "import", str(path), "--consent-source", "x"])
+    assert_refused_cleanly(app, result, "Line 2502 of the file is not UTF-8 text. Save the file as “CSV UTF-8”")
+
+
+@pytest.mark.parametrize("field", ["x" * 200_000, '"' + "x" * 200_000 + '"', '"Bob\n' + "x" * 200_000])
+def test_import_refuses_a_200000_character_field_with_a_clear_message(app, runner, tmp_path, field):
+    csv_file = write(tmp_path, "email,name\nada@example.com,Ada\nbob@example.com," + field + "\n")
+    result = runner.invoke(args=["subscribers", "import", csv_file, "--consent-source", "x"])
+    assert_refused_cleanly(app, result, "The file is not a readable CSV file (line ")
+    assert "field larger than field limit (131072). A value is longer than 131,072 characters" in result.output
