@@ -19,6 +19,7 @@ from ..clock import now
 from ..errors import InvalidInput
 from ..extensions import db
 from ..models import MAX_ID, Delivery, OutboundEmail, Role, Subscriber, SubscriberStatus
+from ..request_bodies import body_limit
 from ..services import exporter, gdpr, importer, operators, subscriptions
 from ..validation import consent_given
 from ..times import iso_z
@@ -27,6 +28,7 @@ bp = Blueprint("console_subscribers", __name__, url_prefix="/console/subscribers
 
 PAGE_SIZE = 50
 MAX_SEARCH = 254
+CSV_UPLOAD_MAX_BYTES = 64 * 2**20  # a list of a million addresses; the upload is spooled to disk, not held
 SHOWN_BAD_ROWS = 500
 
 
@@ -119,6 +121,7 @@ def show(subscriber_id):
 
 
 @bp.route("/import", methods=["GET", "POST"])
+@body_limit(CSV_UPLOAD_MAX_BYTES)
 @requires(Role.ADMIN)
 def import_form():
     if request.method == "GET":
