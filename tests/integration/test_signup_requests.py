@@ -204,3 +204,13 @@ def test_workers_deciding_the_same_new_address_at_once_create_it_once(app, clock
     assert sorted(outcome.value for outcome in outcomes) == ["created"] + ["restarted"] * 9  # each decided once
     assert (count(app, Subscriber), count(app, ConsentEvent), count(app, OutboundEmail)) == (1, 10, 1)
     assert count(app, SignupRequest) == 0
+
+
+def test_signups_waiting_for_a_worker_show_in_the_metrics(app, clock):
+    app.config["METRICS_ENABLED"] = True
+    client = plain_client(app)
+    for email in ("one@example.com", "two@example.com"):
+        client.post("/api/v1/subscribe", json={"email": email, "consent": True})
+    assert "\nnewsletter_signup_backlog 2.0\n" in client.get("/metrics").get_data(as_text=True)
+    process_signups(app)
+    assert "\nnewsletter_signup_backlog 0.0\n" in client.get("/metrics").get_data(as_text=True)
