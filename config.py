@@ -118,9 +118,12 @@ SETTINGS = (
     Setting("SIGNUP_MIN_SECONDS", float, "2", "a signup form sent back sooner than this is refused"),
     Setting("SIGNUP_FORM_MAX_AGE", int, str(DAY), "seconds a served signup form stays good"),
     Setting("SIGNUP_RATE_LIMIT", text, "10 per minute;100 per hour", "signups per IP (Flask-Limiter syntax)"),
+    Setting("SIGNUP_SWEEP_SECONDS", float, "30", "how often beat re-enqueues signups a lost queue message left undecided"),
     Setting("CONFIRM_RESEND_SECONDS", int, "300", "a pending address gets its confirmation again at most this often"),
     Setting("CONFIRM_TOKEN_MAX_AGE", int, str(7 * DAY), "seconds a confirmation link works"),
     Setting("EMBED_ALLOWED_ORIGINS", text, "*", "origins that may frame /embed and call POST /api/v1/subscribe"),
+    # Flask's own key; a view may take more (@body_limit: POST /api/v1/articles, the console's CSV upload).
+    Setting("MAX_CONTENT_LENGTH", int, str(2**20), "the largest request body read, in bytes (413 beyond)"),
     Setting("PROXY_FIX_X_FOR", int, "0", "how many proxies in front set X-Forwarded-For (0: trust none)"),
     # X-Forwarded-* from any peer outside these CIDRs is ignored.
     Setting("TRUSTED_PROXIES", text, "", "where those proxies are: CIDRs, comma-separated"),

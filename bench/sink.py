@@ -19,8 +19,8 @@ DKIM-Signature field; and one byte per recipient number, for recipients written
 Control (one line in on stdin, one JSON line out on stdout):
     stats        {"messages", "bytes", "unknown", "cpu_seconds", "connections", "first_at", "last_at", "signed"}
                  (the last two: time.time() of the first and the latest message since the reset)
-    check N      {"once", "missing", "duplicates", "above"}: recipients 1..N seen once, never, more;
-                 "above": numbered recipients seen beyond N
+    check N [F]  {"once", "missing", "duplicates", "above"}: recipients F..F+N-1 (F: 1) seen once, never,
+                 more; "above": numbered recipients seen beyond them
     reset        zero every count (connections stay open)
     quit         stop (children are told to stop too)
 The first line the sink prints is `ready <port>`.
@@ -232,10 +232,11 @@ def run_sink(port: int, max_id: int) -> None:
                            "first_at": min(firsts) if firsts else None, "last_at": max(counters[5::FIELDS]),
                            "signed": int(sum(counters[6::FIELDS]))})
                 elif command == "check":
-                    n = int(words[1])
-                    counts = bytes(seen[1: n + 1])
+                    n, first = int(words[1]), int(words[2]) if len(words) > 2 else 1
+                    counts = bytes(seen[first: first + n])
                     missing, once = counts.count(0), counts.count(1)
-                    above = len(seen) - 1 - n - bytes(seen[n + 1:]).count(0) if n + 1 < len(seen) else 0
+                    rest = bytes(seen[first + n:])
+                    above = len(rest) - rest.count(0)
                     reply({"once": once, "missing": missing, "duplicates": n - once - missing, "above": above})
                 elif command == "reset":
                     counters[:] = memoryview(bytes(len(counters) * 8)).cast("d")
@@ -316,8 +317,8 @@ class Sink:
     def stats(self) -> dict:
         return self._ask("stats")
 
-    def check(self, n: int) -> dict:
-        return self._ask(f"check {n}")
+    def check(self, n: int, first: int = 1) -> dict:
+        return self._ask(f"check {n} {first}")
 
     def reset(self) -> None:
         self._ask("reset")

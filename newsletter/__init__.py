@@ -13,6 +13,7 @@ from config import DEFAULT_SECRET_KEY, PROJECT_DIR, Config
 from .auth import login_manager
 from .extensions import csrf, db, limiter, migrate
 from .proxies import trust_proxies
+from .request_bodies import register_request_bodies
 
 
 # The console's sections beside the dashboard, in menu order: (endpoint, label).
@@ -41,6 +42,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     app.wsgi_app = trust_proxies(app.wsgi_app, app.config["PROXY_FIX_X_FOR"], app.config["TRUSTED_PROXIES"])
 
+    register_request_bodies(app)  # before CSRFProtect, whose check reads form bodies
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"), render_as_batch=True)
     csrf.init_app(app)
@@ -110,7 +112,7 @@ def _check_settings(app: Flask) -> None:
 
 
 def _check_dkim(app: Flask) -> None:
-    # Every email is signed, a confirmation during the signup request: a key that cannot sign
+    # Every email is signed, a confirmation when its signup is decided: a key that cannot sign
     # must stop the start, not fail each signup.
     from email.utils import parseaddr
 

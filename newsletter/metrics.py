@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .extensions import db
-from .models import Delivery, DeliveryStatus, Digest, DigestStatus, OutboundEmail, OutboundStatus
+from .models import Delivery, DeliveryStatus, Digest, DigestStatus, OutboundEmail, OutboundStatus, SignupRequest
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,9 @@ class DatabaseGauges:
         for status in (OutboundStatus.PENDING, OutboundStatus.DEFERRED):
             outbox.add_metric([status.value], waiting.get(status, 0))
 
+        signups = GaugeMetricFamily("newsletter_signup_backlog", "Public signups recorded and not yet decided.",
+                                    value=db.session.scalar(select(func.count()).select_from(SignupRequest)))
+
         # Through the digests being sent: the delivery index starts with digest_id, not status.
         active = select(Digest.id).where(Digest.status.in_([DigestStatus.SENDING, DigestStatus.PAUSED]))
         backlog = GaugeMetricFamily("newsletter_delivery_backlog", "Digest deliveries still to send.",
@@ -145,7 +148,7 @@ class DatabaseGauges:
                                  "Digest messages sent per second over the last minute, all workers together.",
                                  value=sent_recently / SEND_RATE_WINDOW.total_seconds())
         db.session.rollback()  # read only: end the transaction the counts opened
-        return [outbox, backlog, rate]
+        return [signups, outbox, backlog, rate]
 
 
 def exposition(now: datetime, multiproc_dir: str | None = None) -> bytes:

@@ -170,6 +170,27 @@ def _ledger_is_append_only(mapper, connection, target):
     raise RuntimeError("consent events are append-only; record a new event instead")
 
 
+class SignupRequest(db.Model):
+    """A public signup as it was sent, until a worker decides it (services/signup_requests.py).
+
+    The request writes this row alone, the same way for every address, so its answer takes as long
+    whoever is subscribed; the decision, which reads who is, happens after the answer. It holds all
+    the consent ledger needs: the time, place and terms of the request, and the raw checkbox value.
+    """
+
+    __tablename__ = "signup_request"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))  # normalised
+    name: Mapped[str | None] = mapped_column(String(100))
+    checkbox_value: Mapped[str] = mapped_column(String(100))
+    terms_version_id: Mapped[int] = mapped_column(ForeignKey("terms_version.id"))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    source: Mapped[str | None] = mapped_column(String(512))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # the sweeper's order
+
+
 class LeasedSend:
     """The columns of a row that workers lease, send, and retry or mark sent: the outbox's and a delivery's.
 

@@ -23,6 +23,8 @@ TRANSACTIONAL_QUEUE = "transactional"  # confirmations never wait behind bulk ma
 BULK_QUEUE = "bulk"
 QUEUES = (TRANSACTIONAL_QUEUE, BULK_QUEUE)
 
+PROCESS_SIGNUP = "workers.tasks.process_signup"  # a public signup, decided after its answer
+SWEEP_SIGNUPS = "workers.tasks.sweep_signup_requests"
 SEND_OUTBOUND = "workers.tasks.send_outbound_email"
 SWEEP_OUTBOX = "workers.tasks.sweep_outbox"
 SEND_BATCH = "workers.tasks.send_delivery_batch"
@@ -74,7 +76,8 @@ def celery_init_app(app: Flask) -> Celery:
         task_default_queue=BULK_QUEUE,
         # Small, urgent work never waits behind a digest's batches.
         task_routes={name: {"queue": TRANSACTIONAL_QUEUE}
-                     for name in (SEND_OUTBOUND, SWEEP_OUTBOX, SWEEP_DELIVERIES, DIGEST_TICK, SEND_SCHEDULED)},
+                     for name in (PROCESS_SIGNUP, SWEEP_SIGNUPS, SEND_OUTBOUND, SWEEP_OUTBOX, SWEEP_DELIVERIES,
+                                  DIGEST_TICK, SEND_SCHEDULED)},
         task_time_limit=600,
         beat_schedule=_beat_schedule(app.config),
         beat_schedule_filename=str(app.config["INSTANCE_DIR"] / "celerybeat-schedule"),
@@ -87,6 +90,7 @@ def celery_init_app(app: Flask) -> Celery:
 
 def _beat_schedule(config) -> dict:
     schedule = {
+        "sweep-signup-requests": {"task": SWEEP_SIGNUPS, "schedule": config["SIGNUP_SWEEP_SECONDS"]},
         "sweep-outbox": {"task": SWEEP_OUTBOX, "schedule": config["OUTBOX_SWEEP_SECONDS"]},
         "sweep-deliveries": {"task": SWEEP_DELIVERIES, "schedule": config["DELIVERY_SWEEP_SECONDS"]},
         # Digests an operator scheduled for a time of their choosing.

@@ -20,6 +20,7 @@ from .support.feed_server import FeedHost
 from .support.forms import Visitor
 from .support.redis_server import RedisServer
 from .support.services import require
+from .support.signups import with_signup_worker
 from .support.smtp_server import SMTPTestServer
 
 SHARED_REDIS_TEST = "test_shared_redis.py"
@@ -115,7 +116,8 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def app(tmp_path, smtp, database_url, clock):
-    app = create_app(base_config(tmp_path, smtp.url, database_url, clock))
+    # No worker runs here: the client decides recorded signups after each request, as one would.
+    app = with_signup_worker(create_app(base_config(tmp_path, smtp.url, database_url, clock)))
     with app.app_context():
         db.create_all()
         _empty_tables()

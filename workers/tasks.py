@@ -3,9 +3,22 @@
 from celery import shared_task
 
 from newsletter.clock import now
-from newsletter.queue import (DIGEST_TICK, FETCH_FEEDS, FETCH_FEEDS_NOW, RUN_IMPORT, SEND_BATCH, SEND_OUTBOUND,
-                              SEND_SCHEDULED, SWEEP_DELIVERIES, SWEEP_IMPORTS, SWEEP_OUTBOX)
-from newsletter.services import delivery, digests, feeds, fetch_runs, import_jobs, outbox, schedule
+from newsletter.queue import (DIGEST_TICK, FETCH_FEEDS, FETCH_FEEDS_NOW, PROCESS_SIGNUP, RUN_IMPORT, SEND_BATCH,
+                              SEND_OUTBOUND, SEND_SCHEDULED, SWEEP_DELIVERIES, SWEEP_IMPORTS, SWEEP_OUTBOX,
+                              SWEEP_SIGNUPS)
+from newsletter.services import (delivery, digests, feeds, fetch_runs, import_jobs, outbox, schedule,
+                                 signup_requests)
+
+
+@shared_task(name=PROCESS_SIGNUP)
+def process_signup(request_id: int) -> str | None:
+    outcome = signup_requests.process(request_id)
+    return outcome.value if outcome else None
+
+
+@shared_task(name=SWEEP_SIGNUPS)
+def sweep_signup_requests() -> int:
+    return signup_requests.sweep(now())
 
 
 @shared_task(name=SEND_OUTBOUND)

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, or_, select
 
 from ..errors import InvalidInput
 from ..extensions import db
-from ..models import AuditEvent, ConsentEvent, Delivery, Digest, OutboundEmail, Subscriber, Suppression
+from ..models import AuditEvent, ConsentEvent, Delivery, Digest, OutboundEmail, SignupRequest, Subscriber, Suppression
 from . import operators, subscriptions, suppression
 from ..times import iso_z
 
@@ -82,6 +82,7 @@ def erase_person(subscriber_id: int, now: datetime, by, ip: str | None) -> None:
         delete(OutboundEmail).where(_outbound_of(subscriber)),
         delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber_id),
         delete(Subscriber).where(Subscriber.id == subscriber_id),
+        delete(SignupRequest).where(SignupRequest.email == address),  # signups not yet decided
     ):
         db.session.execute(statement, execution_options={"synchronize_session": False})
     db.session.expunge(subscriber)

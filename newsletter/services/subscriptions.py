@@ -1,13 +1,15 @@
 """The subscriber lifecycle: signup with recorded consent, double opt-in, unsubscribe.
 
 Every decision is written in one transaction with its consent event and, when mail is due, the
-email itself (OutboundEmail); the queue is told only after the commit.
+email itself (OutboundEmail); the queue is told only after the commit. Public signups reach the
+decision through signup_requests, after their answer.
 """
 
 from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -60,11 +62,21 @@ class SignupOutcome(enum.StrEnum):
 
 
 def request_signup(email, name, consent, terms: TermsVersion, context: Context, now: datetime) -> SignupOutcome:
-    """Start (or restart) double opt-in for an address. Callers that answer the public must say the
-    same thing whatever the outcome.
+    """Start (or restart) double opt-in for an address, deciding at once: for callers who may know
+    the outcome (an operator). The public's signups are recorded first and decided after their
+    answer (signup_requests), so that not even an answer's time depends on it.
 
     Raises InvalidInput, and changes nothing, for bad input or consent that is not a real yes.
     """
+    address, name, checkbox_value = checked_signup(email, name, consent)
+    outcome = commit_signup(lambda: decide_signup(address, name, checkbox_value, terms, context, now))
+    metrics.record_signup("accepted")
+    return outcome
+
+
+def checked_signup(email, name, consent) -> tuple[str, str | None, str]:
+    """The normalised address, the cleaned name and the raw checkbox value, the same work for any
+    address. Raises InvalidInput (counted as refused) for bad input or consent that is not a real yes."""
     try:
         address = normalize_email(email)
         name = clean_name(name)
@@ -73,20 +85,33 @@ def request_signup(email, name, consent, terms: TermsVersion, context: Context, 
     except InvalidInput as error:
         metrics.record_signup("refused", error.field)
         raise
+    return address, name, raw_consent_value(consent)
+
+
+Decision = tuple[SignupOutcome, int | None]  # the outcome, and the confirmation email to send (None: no mail)
+
+
+def commit_signup(decide: Callable[[], Decision | None]) -> SignupOutcome | None:
+    """Run a decision in a transaction and commit it; then wake a worker for its email, if any."""
     try:
-        outcome, outbound_id = _record_signup(address, name, raw_consent_value(consent), terms, context, now)
+        decision = decide()
+        db.session.commit()
     except IntegrityError:
-        # The same address signed up at the same moment in another request: its row stands now.
+        # The same new address signed up at the same moment in another transaction: its row stands now.
         db.session.rollback()
-        outcome, outbound_id = _record_signup(address, name, raw_consent_value(consent), terms, context, now)
-    metrics.record_signup("accepted")
+        decision = decide()
+        db.session.commit()
+    if decision is None:
+        return None
+    outcome, outbound_id = decision
     if outbound_id is not None:
         enqueue(SEND_OUTBOUND, outbound_id)
     return outcome
 
 
-def _record_signup(address, name, checkbox_value, terms, context, now) -> tuple[SignupOutcome, int | None]:
-    """The outcome, and the confirmation email to wake the workers for (None: no new mail)."""
+def decide_signup(address: str, name: str | None, checkbox_value: str, terms: TermsVersion, context: Context,
+                  now: datetime) -> Decision:
+    """The decision on one checked signup, flushed, not committed (commit_signup commits it)."""
     if suppression.is_suppressed(address):
         return SignupOutcome.SUPPRESSED, None  # never mailed again: no mail, and the same answer
     subscriber = db.session.scalar(select(Subscriber).where(Subscriber.email == address))
@@ -113,7 +138,6 @@ def _record_signup(address, name, checkbox_value, terms, context, now) -> tuple[
     outbound = None
     if not _confirmation_sent_recently(subscriber, now):
         outbound = queue_confirmation(subscriber, now)
-    db.session.commit()
     return outcome, outbound.id if outbound else None
 
 

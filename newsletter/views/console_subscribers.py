@@ -22,6 +22,7 @@ from ..clock import now
 from ..errors import InvalidInput
 from ..extensions import db
 from ..models import MAX_ID, Delivery, ImportJob, OutboundEmail, Role, Subscriber, SubscriberStatus
+from ..request_bodies import body_limit
 from ..services import exporter, gdpr, import_jobs, operators, subscriptions
 from ..validation import consent_given
 from ..times import iso_z
@@ -31,6 +32,7 @@ bp = Blueprint("console_subscribers", __name__, url_prefix="/console/subscribers
 PAGE_SIZE = 50
 MAX_SEARCH = 254
 IMPORT_REFRESH_SECONDS = 2  # how often the page of an import still running reloads itself (meta refresh: no script)
+CSV_UPLOAD_MAX_BYTES = 64 * 2**20  # a list of a million addresses; the upload is spooled to disk, not held
 
 
 
@@ -122,6 +124,7 @@ def show(subscriber_id):
 
 
 @bp.route("/import", methods=["GET", "POST"])
+@body_limit(CSV_UPLOAD_MAX_BYTES)
 @requires(Role.ADMIN)
 def import_form():
     if request.method == "GET":

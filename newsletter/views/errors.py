@@ -3,6 +3,7 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
 from .. import metrics
+from ..request_bodies import describe_size
 
 SIGNUP_ENDPOINTS = {"public.subscribe", "public.embed", "api.subscribe"}
 
@@ -43,6 +44,14 @@ def register_error_handlers(app):
         if _wants_json():
             return jsonify(error=message), 429
         return render_template("error.html", title="Slow down", message=message), 429
+
+    @app.errorhandler(413)
+    def too_large(error):
+        limit = request.max_content_length
+        message = f"The request is too large (at most {describe_size(limit)})." if limit else "The request is too large."
+        if _wants_json():
+            return jsonify(error=message), 413
+        return render_template("error.html", title="Too large", message=message), 413
 
     @app.errorhandler(403)
     def forbidden(error):

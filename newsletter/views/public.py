@@ -5,7 +5,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from ..clock import now
 from ..errors import InvalidInput, InvalidToken, UsedToken
 from ..extensions import csrf, limiter
-from ..services import bot_traps, subscriptions
+from ..services import bot_traps, signup_requests, subscriptions
 from ..services.terms import current_terms, terms_by_id
 from .context import request_context
 
@@ -70,8 +70,8 @@ def _signup_form(form_id: str):
         if terms is None:
             raise InvalidInput("form", "This form is out of date. Please reload the page and try again.")
         source = f"{form_id}: {form.get('source', '')}".strip()
-        subscriptions.request_signup(form.get("email"), form.get("name"), form.get("consent"), terms,
-                                     request_context(source), clock)
+        signup_requests.record(form.get("email"), form.get("name"), form.get("consent"), terms,
+                               request_context(source), clock)
     except InvalidInput as error:
         return _render_form(template, terms or current_terms(clock), form, {error.field: error.message}), 400
     return redirect(url_for(done_endpoint), code=303)

@@ -15,7 +15,7 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from newsletter.queue import SEND_OUTBOUND
+from newsletter.queue import PROCESS_SIGNUP, SEND_OUTBOUND
 from tests.support.clock import FrozenClock
 from tests.support.forms import Visitor
 from tests.support.services import free_port
@@ -45,7 +45,9 @@ def test_a_worker_in_json_mode_logs_one_object_per_line_naming_its_task(harness,
     worker.wait_for_log(r"send_outbound_email\[[^\]]+\] succeeded", timeout=MAIL_TIMEOUT)
 
     records = json_records(worker.log())  # the banner too is left out: nothing but JSON lines
-    (done,) = [r for r in records if "succeeded" in r["message"]]
+    succeeded = [r for r in records if "succeeded" in r["message"]]
+    assert [r["task_name"] for r in succeeded] == [PROCESS_SIGNUP, SEND_OUTBOUND]  # the decision, then its mail
+    done = succeeded[-1]
     assert done["task_name"] == SEND_OUTBOUND
     assert done["message"].startswith(f"Task {SEND_OUTBOUND}[{done['task_id']}] succeeded")
     (ready,) = [r for r in records if r["message"].endswith(" ready.")]

@@ -22,9 +22,12 @@ from sqlalchemy import select
 from newsletter.clock import utcnow
 from newsletter.extensions import db
 from newsletter.models import OutboundEmail, OutboundStatus
-from newsletter.services import outbox, subscriptions
+from newsletter.errors import InvalidInput
+from newsletter.services import outbox, signup_requests, subscriptions
+from newsletter.times import parse_iso
 from tests.support.database import DOWN_BROKER
 from tests.support.forms import form_fields
+from tests.support.signups import process_signups, waiting_signups
 
 from .harness import BASE_URL, MAIL_TIMEOUT, wait_until
 
@@ -139,6 +142,9 @@ def test_signup_succeeds_while_broker_is_down_and_mail_goes_out_when_it_returns(
     started = time.monotonic()
     sign_up(client, email)
     assert time.monotonic() - started < 15, "publishing to a broker that is down must fail fast"
+    # The signup's decision is taken (as a worker would) while the broker is still down: the wake-up
+    # call for its confirmation is lost too. The next test covers the signup request itself.
+    process_signups(web)
 
     (row,) = outbound_rows(web, email)
     assert row.status is OutboundStatus.PENDING and row.attempts == 0 and row.lease_owner is None
@@ -161,6 +167,42 @@ def test_signup_succeeds_while_broker_is_down_and_mail_goes_out_when_it_returns(
     assert len(smtp.to(email)) == 1
     assert worker.count(r"send_outbound_email\[[^\]]+\] succeeded in [\d.]+s: 'sent'") == 1
     assert outbound_rows(web, email)[0].attempts == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_signup_recorded_while_the_broker_is_down_is_decided_and_mailed_once_it_returns(harness, smtp):
+    database = harness.postgres()
+    web = harness.app(database, DOWN_BROKER)
+    email = address("hopper")
+    sign_up(web.test_client(), email)
+    signed_up_at = utcnow()
+
+    assert waiting_signups(web) == 1 and outbound_rows(web, email) == []  # recorded, not yet decided
+    with web.app_context():
+        with pytest.raises(InvalidInput):
+            subscriptions.consent_record(email)
+
+    # The broker comes back: beat's signup sweeper (every second here) hands the request to a worker
+    # once SWEEP_GRACE has passed; the worker decides it and wakes itself for the confirmation.
+    broker = harness.redis(14)
+    worker = harness.worker(database, broker, SIGNUP_SWEEP_SECONDS=1)
+    harness.beat(database, broker, SIGNUP_SWEEP_SECONDS=1)
+    (received,) = smtp.wait_for(email, 1, timeout=signup_requests.SWEEP_GRACE.total_seconds() + MAIL_TIMEOUT)
+    assert wait_sent(web, email).attempts == 1
+    assert waiting_signups(web) == 0
+    with web.app_context():
+        record = subscriptions.consent_record(email)
+    assert record["status"] == "pending"
+    (requested,) = record["events"]
+    # The ledger holds the request's own time, not the moment the worker got to it.
+    assert requested["kind"] == "requested" and parse_iso(requested["at"]) <= signed_up_at
+    assert requested["checkbox_value"] == "yes" and requested["source"].startswith("subscribe: ")
+
+    sweep_done = r"sweep_signup_requests\[[^\]]+\] succeeded"
+    worker.wait_for_log(sweep_done, timeout=15, count=worker.count(sweep_done) + 2)
+    assert len(smtp.to(email)) == 1
+    assert worker.count(r"process_signup\[[^\]]+\] succeeded in [\d.]+s: 'created'") == 1
 
 
 def test_embedded_default_sqlite_and_sqla_broker_worker(harness, smtp, tmp_path):

@@ -44,7 +44,7 @@ def test_json_logs_are_one_object_per_line_with_the_request_id(tmp_path):
     enqueue = [r for r in records if r["logger"] == "newsletter.queue"]
     assert len(enqueue) == 1, records
     assert enqueue[0]["level"] == "WARNING"
-    assert enqueue[0]["message"].startswith("could not enqueue workers.tasks.send_outbound_email")
+    assert enqueue[0]["message"].startswith("could not enqueue workers.tasks.process_signup")
     assert enqueue[0]["request_id"] == "signup-7f3a"
     assert enqueue[0]["time"].endswith("Z")
 
@@ -52,7 +52,7 @@ def test_json_logs_are_one_object_per_line_with_the_request_id(tmp_path):
 def test_default_logs_are_the_plain_lines_of_old(tmp_path):
     result = run_python(SIGNUP_SCRIPT, **signup_env(tmp_path))
     assert json.loads(result.stdout)["status"] == 303
-    assert "WARNING:newsletter.queue:could not enqueue workers.tasks.send_outbound_email" in result.stderr
+    assert "WARNING:newsletter.queue:could not enqueue workers.tasks.process_signup" in result.stderr
     assert "signup-7f3a" not in result.stderr
 
 

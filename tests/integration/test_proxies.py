@@ -12,6 +12,7 @@ from newsletter.models import ConsentEvent
 from newsletter.proxies import trust_proxies
 
 from tests.support.database import base_config
+from tests.support.signups import with_signup_worker
 
 ATTACKER = "203.0.113.66"  # reaches gunicorn directly
 PROXY = "10.0.0.2"
@@ -20,7 +21,7 @@ SPOOFED = "198.51.100.7"
 
 def make_app(tmp_path, smtp, clock, **settings):
     config = base_config(tmp_path, smtp.url, f"sqlite:///{tmp_path / 'proxies.sqlite'}", clock)
-    app = create_app({**config, **settings})
+    app = with_signup_worker(create_app({**config, **settings}))
     with app.app_context():
         db.create_all()
     return app

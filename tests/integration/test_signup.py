@@ -231,10 +231,11 @@ def test_rate_limit_answers_429_and_stores_nothing(tmp_path, smtp, clock):
 
     from tests.support.forms import Visitor
     from tests.support.database import base_config
+    from tests.support.signups import with_signup_worker
 
     config = base_config(tmp_path, smtp.url, f"sqlite:///{tmp_path / 'rl.sqlite'}", clock)
     config["SIGNUP_RATE_LIMIT"] = "2 per minute"
-    app = create_app(config)
+    app = with_signup_worker(create_app(config))
     with app.app_context():
         db.create_all()
     visitor = Visitor(app.test_client(), clock)

@@ -17,6 +17,7 @@ from ...clock import now
 from ...errors import InvalidInput
 from ...extensions import db
 from ...models import Article, Role
+from ...request_bodies import body_limit
 from ...services import articles
 from . import parsing, schemas
 from .blueprint import audit, bp
@@ -61,10 +62,9 @@ def list_articles():
 
 
 @bp.post("/articles")
+@body_limit(MAX_BODY_BYTES)
 @editor_or_site_token
 def post_articles():
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        return error(413, f"The request is too large (at most {MAX_BODY_BYTES // (1024 * 1024)} MB).")
     data = request.get_json(silent=True)
     if data is None:
         return error(400, SEND_JSON)

@@ -17,6 +17,8 @@ from . import schemas
 from .limits import DEFAULT_PAGE, MAX_ARTICLES, MAX_BODY_BYTES, MAX_DIGEST_ARTICLES, MAX_EMAIL_LENGTH, MAX_ID, MAX_PAGE
 
 SCHEMAS = "#/components/schemas/"
+TOO_LARGE = ("The body is larger than this route reads (MAX_CONTENT_LENGTH, 1 MiB unless the operator set it "
+             "otherwise). Nothing was changed.")
 ERROR_RESPONSES = {
     "400": "BadRequest", "401": "Unauthorized", "403": "Forbidden", "404": "NotFound", "409": "Conflict",
     "500": "InternalError",
@@ -72,6 +74,8 @@ def _operation(operation_id: str, tag: str, summary: str, role: Role | None, ans
     codes = errors + (() if role is None else ("401", "403")) + ("500",)
     for code in sorted(set(codes)):
         responses[code] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[code]}"}
+    if body is not None and "413" not in responses:
+        responses["413"] = _answer(TOO_LARGE, _ref(schemas.Error))
     who = "Public: no token needed." if role is None else f"Needs an API token of a {role.value} (or higher role)."
     operation = {
         "operationId": operation_id,
@@ -195,7 +199,7 @@ def _paths() -> dict:
                  "400": _answer("Not JSON, or no valid article (then with the report: `errors` names the bad "
                                 "ones). Nothing was changed.", _ref(schemas.ImportRefused)),
                  "413": _answer(f"Too large: at most {MAX_ARTICLES} articles or "
-                                f"{MAX_BODY_BYTES // 2**20} MB per request.", _ref(schemas.Error))},
+                                f"{MAX_BODY_BYTES // 2**20} MiB per request.", _ref(schemas.Error))},
                 body={"oneOf": [_ref(schemas.ArticleIn),
                                 {"type": "array", "items": _ref(schemas.ArticleIn), "maxItems": MAX_ARTICLES}]},
                 description="One article object or an array of them. An article is known by its URL: sending "

@@ -9,7 +9,7 @@ from flask import current_app, jsonify, request
 from ...auth import public
 from ...clock import now
 from ...errors import InvalidInput
-from ...services import subscriptions
+from ...services import signup_requests
 from ...services.terms import current_terms, terms_by_id
 from ..context import request_context
 from ..public import signup_limit
@@ -56,5 +56,5 @@ def subscribe():
     if terms is None:
         raise InvalidInput("terms_version", schemas.UNKNOWN_TERMS)
     source = f"api: {signup.source or request.referrer or ''}".strip()
-    subscriptions.request_signup(signup.email, signup.name, signup.consent, terms, request_context(source), clock)
+    signup_requests.record(signup.email, signup.name, signup.consent, terms, request_context(source), clock)
     return jsonify(ACCEPTED.model_dump(mode="json")), 202
