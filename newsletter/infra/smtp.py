@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
+from .. import metrics
 from ..errors import PermanentMailError, TransientMailError
 
 SCHEMES = {"smtp": (25, False, False), "smtps": (465, True, False), "smtp+starttls": (587, False, True)}
@@ -63,10 +64,15 @@ def connection_from_config(config) -> SmtpConnection:
     return SmtpConnection(parse_smtp_urls(config["SMTP_URL"]), timeout=config["SMTP_TIMEOUT"])
 
 
-def _classify(exc: Exception) -> Exception:
-    code = getattr(exc, "smtp_code", None)
+def _reply_code(exc: Exception) -> int | None:
+    """The relay's reply code behind a failure; None for a dropped line or a refused connection."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        code = next(iter(exc.recipients.values()))[0]
+        return next(iter(exc.recipients.values()))[0]
+    return getattr(exc, "smtp_code", None)
+
+
+def _classify(exc: Exception) -> Exception:
+    code = _reply_code(exc)
     if code is not None and 500 <= code < 600:
         return PermanentMailError(f"relay refused: {code} {_reply_text(exc)}", code=code)
     # 4xx, a dropped line, a timeout, a refused connection: all worth another try later.
@@ -233,6 +239,7 @@ class SmtpConnection:
             raise self._failed(exc) from exc
         finally:
             self._sent = None
+        metrics.record_smtp_reply(250)
         self._used_at = time.monotonic()
         if following is not None:
             try:  # this message is through; what the relay says to the next envelope is for later
@@ -261,6 +268,7 @@ class SmtpConnection:
         return fit
 
     def _failed(self, exc: Exception) -> Exception:
+        metrics.record_smtp_reply(_reply_code(exc))
         error = _classify(exc)
         if (isinstance(error, TransientMailError) or isinstance(exc, smtplib.SMTPServerDisconnected)
                 or self._in_flight or self._in_data):

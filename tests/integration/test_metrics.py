@@ -22,9 +22,11 @@ from newsletter.models import (
     Subscriber,
     SubscriberStatus,
 )
-from newsletter.services import outbox
+from newsletter.services import delivery, outbox
 from tests.support.forms import form_fields
 from tests.support.scripts import run_python
+
+from .test_delivery import CONFIRMED, make_digest, run_all, start
 
 
 def scrape(client) -> dict:
@@ -161,3 +163,29 @@ def test_multiprocess_mode_sums_what_every_worker_process_counted(metrics_on, cl
     assert value(samples, "newsletter_smtp_replies_total", **{"class": "4xx"}) == 2
     assert value(samples, "newsletter_smtp_replies_total", **{"class": "connection_error"}) == 2
     assert value(samples, "newsletter_outbox_backlog", status="pending") == 0  # the database's gauges too
+
+
+
+def test_a_digest_sent_counts_its_deliveries_and_the_relays_replies(metrics_on, client, smtp, clock):
+    with metrics_on.app_context():
+        for email in CONFIRMED:
+            db.session.add(Subscriber(email=email, status=SubscriberStatus.CONFIRMED, created_at=clock()))
+        db.session.commit()
+        digest = make_digest(clock)
+    smtp.plan.rcpt["reader3@example.com"] = ["550 5.1.1 No such user"]
+    before = scrape(client)
+    start(metrics_on, digest, clock)
+    mailer = delivery.Mailer()
+    try:
+        run_all(metrics_on, digest, clock, mailer)
+    finally:
+        mailer.close()
+    after = scrape(client)
+
+    def grew(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("newsletter_deliveries_total", outcome="sent") == len(CONFIRMED) - 1
+    assert grew("newsletter_deliveries_total", outcome="failed") == 1
+    assert grew("newsletter_smtp_replies_total", **{"class": "2xx"}) == len(CONFIRMED) - 1
+    assert grew("newsletter_smtp_replies_total", **{"class": "5xx"}) == 1

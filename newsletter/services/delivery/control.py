@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import and_, func, select, update
 
-from ... import queue
+from ... import metrics, queue
 from ...errors import InvalidInput
 from ...extensions import among, db
 from ...models import Delivery, DeliveryStatus, Digest, DigestStatus
@@ -82,13 +82,14 @@ def cancel(digest_id: int, now: datetime) -> None:
     release_expired(digest_id, now)  # what dead workers had sent (their journals), before the rest is skipped
     _transition(digest_id, [DigestStatus.SENDING, DigestStatus.PAUSED, DigestStatus.DRAFT,
                             DigestStatus.SCHEDULED], DigestStatus.CANCELLED)
-    db.session.execute(
+    skipped = db.session.execute(
         update(Delivery)
         .where(Delivery.digest_id == digest_id, Delivery.status.in_(OPEN))
         .values(status=DeliveryStatus.SKIPPED, last_error="digest cancelled"),
         execution_options={"synchronize_session": False},
-    )
+    ).rowcount
     db.session.commit()
+    metrics.record_delivery("skipped", skipped)
 
 
 def sweep(now: datetime) -> int:

@@ -15,7 +15,7 @@ from typing import Protocol
 from flask import current_app
 from sqlalchemy import select, update
 
-from ... import queue
+from ... import metrics, queue
 from ...errors import PermanentMailError, TransientMailError
 from ...extensions import among, db
 from ...infra.smtp import connection_from_config
@@ -135,6 +135,8 @@ def send_range(digest_id: int, first_id: int, last_id: int, clock, mailer: Maile
             mailer.marker.flush(db.engine)  # the claim's journaled marks, written together
         if len(claimed) < limit:
             break  # the range had no more due rows: done at once, rather than after one more claim
+    for outcome, count in done.items():
+        metrics.record_delivery(outcome, count)
     finish_if_complete(digest_id, clock())
     return done
 
