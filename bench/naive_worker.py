@@ -10,7 +10,7 @@ The SMTP connection is the worker process's one, reused across tasks (a connecti
 make the baseline slower still). No delivery row is written or updated.
 """
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_shutdown
 
 from newsletter import create_app
 from newsletter.clock import utcnow
@@ -19,6 +19,7 @@ from newsletter.infra.smtp import SmtpConnection, connection_from_config
 from newsletter.mail.compose import sender_address, sender_domain
 from newsletter.mail.digest import digest_context, list_id, one_line
 from newsletter.models import Digest, Subscriber
+from newsletter.queue import own_database_connections_per_child
 
 from .render import naive_message
 
@@ -26,13 +27,8 @@ NAIVE_SEND = "bench.naive.send_one"  # bench/digest.py names it too
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
+own_database_connections_per_child(flask_app)
 _connection: SmtpConnection | None = None
-
-
-@worker_process_init.connect
-def _own_connections(**_):
-    with flask_app.app_context():
-        db.engine.dispose(close=False)
 
 
 @worker_process_shutdown.connect

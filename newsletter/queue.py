@@ -178,3 +178,15 @@ def enqueue(task_name: str, *args) -> bool:
         log.warning("could not enqueue %s%r, the sweeper will retry (publishing pauses for %gs): %s",
                     task_name, args, PUBLISH_PAUSE_SECONDS, exc)
         return False
+
+
+def own_database_connections_per_child(flask_app: Flask) -> None:
+    """A forked pool child must not share the parent's database sockets: it drops them at its start."""
+    from celery.signals import worker_process_init
+
+    from .extensions import db
+
+    @worker_process_init.connect(weak=False)
+    def _own_connections(**_):
+        with flask_app.app_context():
+            db.engine.dispose(close=False)

@@ -14,15 +14,14 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
-    worker_process_init,
     worker_process_shutdown,
 )
 
 from config import Config
 from newsletter import create_app
 from newsletter.error_reports import init_error_reports
-from newsletter.extensions import db
 from newsletter.logs import configure_logging, enter_task, leave_task
+from newsletter.queue import own_database_connections_per_child
 
 settings = Config()
 configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL)
@@ -30,6 +29,7 @@ init_error_reports(settings.SENTRY_DSN)
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
+own_database_connections_per_child(flask_app)
 
 
 @setup_logging.connect
@@ -54,13 +54,6 @@ def _log_task(task_id=None, task=None, **_):
 @task_postrun.connect
 def _log_task_done(**_):
     leave_task()
-
-
-@worker_process_init.connect
-def _own_connections(**_):
-    # A forked pool child must not share the parent's database sockets.
-    with flask_app.app_context():
-        db.engine.dispose(close=False)
 
 
 @worker_process_shutdown.connect

@@ -17,7 +17,7 @@ from newsletter.extensions import db
 from newsletter.models import Article, AuditEvent, FeedFetchRun, FetchRunStatus
 from newsletter.queue import BULK_QUEUE, FETCH_FEEDS_NOW
 from newsletter.services import digests, fetch_runs
-from tests.support.console import ConsoleForms, create_operators, flashes, logged_in
+from tests.support.console import ConsoleForms, audit_trail, create_operators, flashes, logged_in
 
 BROKER_DB = 2  # a database of the run's own redis-server no other test uses
 
@@ -44,8 +44,7 @@ def add_article(clock, title, hours_ago=0, published=True) -> int:
 
 
 def audit_actions() -> list[tuple[str, str | None]]:
-    return [(e.action, e.target) for e in db.session.scalars(select(AuditEvent).order_by(AuditEvent.id))
-            if e.action.startswith("article")]
+    return audit_trail("article")
 
 
 @pytest.fixture

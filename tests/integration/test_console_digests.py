@@ -13,7 +13,6 @@ from sqlalchemy import select
 from newsletter.extensions import db
 from newsletter.models import (
     Article,
-    AuditEvent,
     Delivery,
     Digest,
     DigestArticle,
@@ -23,7 +22,7 @@ from newsletter.models import (
 )
 from newsletter.services import delivery
 from newsletter.services.digests import send_due_scheduled
-from tests.support.console import ConsoleForms, create_operators, flashes, logged_in
+from tests.support.console import ConsoleForms, audit_trail, create_operators, flashes, logged_in
 
 READERS = [f"reader{i}@example.com" for i in range(4)]
 
@@ -56,8 +55,7 @@ def status_of(app, digest_id) -> DigestStatus:
 
 def audit_actions(app) -> list[tuple[str, str]]:
     with app.app_context():
-        return [(e.action, e.target) for e in db.session.scalars(select(AuditEvent).order_by(AuditEvent.id))
-                if e.action.startswith("digest.")]
+        return audit_trail("digest.")
 
 
 @pytest.fixture

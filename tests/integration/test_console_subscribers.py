@@ -32,7 +32,7 @@ from newsletter.services import operators, suppression
 from tests.support.console import ConsoleForms, create_operators, flashes, logged_in
 from tests.support.forms import form_fields
 
-from tests.support.imports import run_import_and_open_its_page
+from tests.support.imports import MIXED_ROWS, run_import_and_open_its_page
 
 ADA = "ada@example.com"
 
@@ -240,16 +240,7 @@ def test_import_through_the_console_reports_bad_rows_by_line_and_is_audited(app,
     with app.app_context():
         suppression.suppress("gone@example.com", "hard-bounce", clock())
         add_subscribers(clock, ["known@example.com"])
-    response = upload(admin, (
-        "Email,Name\n"
-        "ada@example.com,Ada Lovelace\n"
-        "not-an-address,Nobody\n"
-        "KNOWN@example.com,Known\n"
-        "gone@example.com,Gone\n"
-        "ada@example.com,Ada again\n"
-        'bob@example.com,"Bob\nBreak"\n'
-        "cy@example.com,\n"
-    ))
+    response = upload(admin, MIXED_ROWS)
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     assert 'id="imported">2<' in html

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from newsletter.extensions import db
 from newsletter.models import ConsentEvent, ConsentKind, OutboundEmail, Subscriber, SubscriberStatus
 from newsletter.services.suppression import suppress
+from tests.support.imports import MIXED_ROWS
 
 
 def write(tmp_path, text, name="list.csv"):
@@ -21,16 +22,7 @@ def test_import_records_consent_source_and_reports_bad_rows_by_line(app, runner,
         suppress("gone@example.com", "hard-bounce", clock())
         db.session.add(Subscriber(email="known@example.com", status=SubscriberStatus.CONFIRMED, created_at=clock()))
         db.session.commit()
-    csv_file = write(tmp_path, (
-        "Email,Name\n"
-        "ada@example.com,Ada Lovelace\n"
-        "not-an-address,Nobody\n"
-        "KNOWN@example.com,Known\n"
-        "gone@example.com,Gone\n"
-        "ada@example.com,Ada again\n"
-        'bob@example.com,"Bob\nBreak"\n'
-        "cy@example.com,\n"
-    ))
+    csv_file = write(tmp_path, MIXED_ROWS)
     result = runner.invoke(args=["subscribers", "import", csv_file, "--consent-source", "Old list, 2025 form", "--confirmed"])
     assert result.exit_code == 1
     assert "Imported 2 (confirmed)" in result.output

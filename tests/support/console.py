@@ -7,6 +7,10 @@ import re
 from collections.abc import Iterable
 from html import unescape
 
+from sqlalchemy import select
+
+from newsletter.extensions import db
+from newsletter.models import AuditEvent
 from newsletter.services import operators
 
 from .forms import OPERATOR_PASSWORD, form_fields, log_in
@@ -18,6 +22,12 @@ def create_operators(clock, roles: Iterable[str]) -> None:
     """One operator a role, `<role>@example.org` with OPERATOR_PASSWORD (inside an app context)."""
     for role in roles:
         operators.create_operator(f"{role}@example.org", role, OPERATOR_PASSWORD, clock())
+
+
+def audit_trail(prefix: str) -> list[tuple[str, str | None]]:
+    """(action, target) of the audit events whose action starts with `prefix`, oldest first (in an app context)."""
+    return [(e.action, e.target) for e in db.session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+            if e.action.startswith(prefix)]
 
 
 def logged_in(app, role: str):

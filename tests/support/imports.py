@@ -34,3 +34,17 @@ def run_import_and_open_its_page(client, location: str):
     with client.application.app_context():
         assert import_jobs.run_job(job_id_of(location), now) is not None
     return client.get(location)
+
+
+# One list with a row of every kind: good, not an address, already known (other case), suppressed,
+# repeated, a name with a line break, no name. The console's and the CLI's import tests read it.
+MIXED_ROWS = (
+    "Email,Name\n"
+    "ada@example.com,Ada Lovelace\n"
+    "not-an-address,Nobody\n"
+    "KNOWN@example.com,Known\n"
+    "gone@example.com,Gone\n"
+    "ada@example.com,Ada again\n"
+    'bob@example.com,"Bob\nBreak"\n'
+    "cy@example.com,\n"
+)
