@@ -10,6 +10,7 @@ import time
 import pytest
 
 from newsletter import create_app
+from newsletter.extensions import limiter
 from tests.support.database import DOWN_BROKER, PG_ADMIN_URL, base_config
 from tests.support.services import free_port
 
@@ -117,7 +118,15 @@ def test_a_database_server_that_never_answers_does_not_hang_the_probe(tmp_path, 
     assert elapsed < TIMEOUT + 1.5
 
 
-def test_probes_are_outside_rate_limits_and_need_no_login(tmp_path, smtp):
+@pytest.fixture
+def no_default_limit_after():
+    yield
+    # The limiter is one object per process and keeps the first app's default limits for every
+    # later app: later tests must not find "2 per minute" on every route.
+    limiter.limit_manager.set_default_limits([])
+
+
+def test_probes_are_outside_rate_limits_and_need_no_login(tmp_path, smtp, no_default_limit_after):
     app = make_app(tmp_path, smtp, f"sqlite:///{tmp_path / 'db.sqlite'}", embedded_broker(tmp_path),
                    RATELIMIT_DEFAULT="2 per minute")
     client = app.test_client()
