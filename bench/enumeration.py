@@ -48,7 +48,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from bench.processes import Proc  # noqa: E402
+from bench.processes import Proc, wait_for_health  # noqa: E402
 from bench.redis_server import own_redis  # noqa: E402
 from bench.sink import Sink  # noqa: E402
 
@@ -196,17 +196,7 @@ class Stack:
         self.stack.callback(beat.stop)
         worker.wait_for_log(" ready.")
         beat.wait_for_log("beat: Starting")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                status, _, _ = Browser(self.port).request("GET", "/healthz")
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            if web.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not answer:\n{web.log()[-3000:]}")
-            time.sleep(0.1)
+        wait_for_health(lambda: Browser(self.port).request("GET", "/healthz")[0], web)
 
     def scalar(self, sql: str, **params):
         engine = create_engine(self.database_url)

@@ -40,7 +40,8 @@ sys.path.insert(0, str(PROJECT_DIR))
 from sqlalchemy import func, select, text  # noqa: E402
 
 from bench.digest import PYTHON, SECRET_KEY, Database, Proc  # noqa: E402
-from bench.redis_server import OwnRedis  # noqa: E402
+from bench.processes import wait_for_health  # noqa: E402
+from bench.redis_server import own_redis  # noqa: E402
 from newsletter import create_app  # noqa: E402
 from newsletter.clock import utcnow  # noqa: E402
 from newsletter.extensions import db  # noqa: E402
@@ -111,16 +112,7 @@ class Browser:
 
 
 def wait_for_web(browser: Browser, web: Proc, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if browser.open("/healthz")[0] == 200:
-                return
-        except OSError:
-            pass
-        if web.popen.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"gunicorn did not answer /healthz:\n{web.log()[-3000:]}")
-        time.sleep(0.2)
+    wait_for_health(lambda: browser.open("/healthz")[0], web, timeout)
 
 
 def page_numbers(html: str) -> dict:
@@ -172,18 +164,18 @@ def main() -> None:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-import-")))
         logs = Path(args.logs) if args.logs else tmp
         logs.mkdir(parents=True, exist_ok=True)
-        redis_server = OwnRedis(tmp / "redis")
+        redis_server = own_redis(tmp / "redis")
         stack.callback(redis_server.stop)
         databases = Database(None)
         stack.callback(databases.close)
         url = databases.create()
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("FLASK_DEBUG", "DEV_MAIL_VIEWER")}
-        env.update(SECRET_KEY=SECRET_KEY, DATABASE_URL=url, REDIS_URL=redis_server.url,
-                   CELERY_BROKER_URL=redis_server.url, BASE_URL=f"http://127.0.0.1:{port}",
+        env.update(SECRET_KEY=SECRET_KEY, DATABASE_URL=url, REDIS_URL=redis_server.url(),
+                   CELERY_BROKER_URL=redis_server.url(), BASE_URL=f"http://127.0.0.1:{port}",
                    SMTP_URL="smtp://127.0.0.1:1", INSTANCE_DIR=str(tmp / "instance"), PYTHONUNBUFFERED="1")
         app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET_KEY, "INSTANCE_DIR": tmp / "instance",
-                          "CELERY_BROKER_URL": redis_server.url, "RATELIMIT_STORAGE_URI": "memory://"})
+                          "CELERY_BROKER_URL": redis_server.url(), "RATELIMIT_STORAGE_URI": "memory://"})
         stack.callback(lambda: databases.drop(url, app))
         release = Proc("release", [PYTHON, "-m", "flask", "--app", "wsgi", "db", "upgrade"], env, logs)
         assert release.popen.wait(timeout=300) == 0, release.log()
@@ -257,7 +249,7 @@ def main() -> None:
 
         wake = []
         for _ in range(120):  # the last batch's wake-ups go out right after its commit
-            wake = wake_ups(redis_server.url)
+            wake = wake_ups(redis_server.url())
             if len(wake) >= job.imported:
                 break
             time.sleep(0.5)

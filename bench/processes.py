@@ -65,3 +65,18 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def wait_for_health(healthz_status, web: Proc, timeout: float = 60) -> None:
+    """Until GET /healthz answers 200 (`healthz_status()` makes the request and returns its status),
+    or the web process exits, or the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if healthz_status() == 200:
+                return
+        except OSError:
+            pass
+        if web.popen.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"gunicorn did not answer /healthz:\n{web.log()[-3000:]}")
+        time.sleep(0.1)
